@@ -1,0 +1,39 @@
+"""requests-tanium-session: Tanium session authentication for ``requests``.
+
+>>> session.auth = TaniumSessionAuth("https://tanium.example.com", session_id)
+"""
+
+import logging
+
+from .auth import TaniumSessionAuth
+from .exceptions import (
+    AuthServiceUnavailable,
+    GetPlatformVersionWarning,
+    InvalidToken,
+    LoginError,
+    LogoutError,
+    NotLoggedInError,
+    TaniumAuthError,
+    VersionMismatchError,
+)
+from .http_client import HttpClient
+from .session_id import SessionId
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AuthServiceUnavailable",
+    "GetPlatformVersionWarning",
+    "HttpClient",
+    "InvalidToken",
+    "LoginError",
+    "LogoutError",
+    "NotLoggedInError",
+    "SessionId",
+    "TaniumAuthError",
+    "TaniumSessionAuth",
+    "VersionMismatchError",
+    "__version__",
+]
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())

@@ -1,0 +1,583 @@
+"""A real, threaded local Tanium server for tests, demos and users' own tests.
+
+It speaks just enough of the platform's HTTP API to exercise session handling:
+``/auth`` (validate, credential login, logout), ``/api/v2/session/{login,validate,logout}``,
+``/config/console.json``, and protected sample endpoints under ``/api/v2/`` and
+``/soap``. The clock, revocation, rotation and faults are controlled from the test.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import secrets
+import socket
+import ssl
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any, Optional
+from urllib.parse import urlsplit
+
+__all__ = ["Clock", "Fault", "Recorded", "TaniumServer", "User"]
+
+log = logging.getLogger(__name__)
+
+#: Version reported by ``/config/console.json`` unless told otherwise.
+DEFAULT_VERSION = "7.3.314.3424"
+
+#: Idle lifetime of a session, the server setting ``session_expiration_seconds``.
+DEFAULT_EXPIRATION = 300.0
+
+#: Built-in user: name, password and uid.
+DEFAULT_USER = ("admin", "local-tanium-password", 1)
+
+
+class Clock:
+    """The server's clock: real monotonic time plus an offset the test can advance."""
+
+    def __init__(self) -> None:
+        self._offset = 0.0
+        self._lock = threading.Lock()
+
+    def now(self) -> float:
+        """Seconds on the server's clock."""
+        return time.monotonic() + self._offset
+
+    def advance(self, seconds: float) -> None:
+        """Move the clock forward; sessions idle longer than their lifetime expire."""
+        if seconds < 0:
+            raise ValueError("the clock only moves forward")
+        with self._lock:
+            self._offset += seconds
+
+
+@dataclass
+class Fault:
+    """An injected answer for requests whose path matches; ``count=None`` is forever."""
+
+    status: int = 503
+    body: bytes = b""
+    headers: Mapping[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+    drop: bool = False  # close the connection without answering
+    partial: bool = False  # promise a body, send part of it, close
+    count: Optional[int] = 1
+    passthrough: bool = False  # after the delay, answer normally
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """One request as the server saw it."""
+
+    method: str
+    path: str
+    headers: Mapping[str, str] = field(repr=False)  # lower-cased names; may hold secrets
+    status: int = 0
+
+
+@dataclass
+class User:
+    """A user of the local server."""
+
+    name: str
+    password: str
+    uid: int
+    domain: str = ""
+
+
+@dataclass
+class _Session:
+    token: str
+    uid: int
+    last_seen: float
+    api: bool = False
+    trusted: bool = True
+    expires_at: Optional[float] = None  # API tokens: absolute expiry on the clock
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    owner: TaniumServer
+
+    def __init__(self, addr: tuple[str, int], owner: TaniumServer) -> None:
+        self.owner = owner
+        self.open_sockets: set[socket.socket] = set()
+        self.sockets_lock = threading.Lock()
+        super().__init__(addr, _Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self.sockets_lock:
+            self.open_sockets.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self.sockets_lock:
+            self.open_sockets.discard(request)
+        super().shutdown_request(request)
+
+    def close_connections(self) -> None:
+        with self.sockets_lock:
+            socks = list(self.open_sockets)
+        for sock in socks:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    timeout = 30
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("local Tanium server: " + format, *args)
+
+    def setup(self) -> None:
+        super().setup()
+        if isinstance(self.connection, ssl.SSLSocket):
+            self.connection.do_handshake()
+
+    def _body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            chunks = []
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    break
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+            return b"".join(chunks)
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def _handle(self) -> None:
+        try:
+            body = self._body()
+        except (ValueError, OSError):
+            self.close_connection = True
+            return
+        owner = self.server.owner
+        path = urlsplit(self.path).path
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        fault = owner._take_fault(path)
+        if fault is not None:
+            if fault.delay:
+                time.sleep(fault.delay)
+            if fault.drop:
+                owner._record(self.command, path, headers, 0)
+                self.close_connection = True
+                return
+            if fault.partial:
+                owner._record(self.command, path, headers, fault.status)
+                self.send_response(fault.status)
+                self.send_header("Content-Length", str(len(fault.body) + 100))
+                self.end_headers()
+                self.wfile.write(fault.body)
+                self.wfile.flush()
+                self.close_connection = True
+                return
+            if not fault.passthrough:
+                owner._record(self.command, path, headers, fault.status)
+                self._send(fault.status, fault.body, dict(fault.headers))
+                return
+        status, payload, extra = owner._answer(self.command, path, headers, body)
+        owner._record(self.command, path, headers, status)
+        self._send(status, payload, extra)
+
+    def _send(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+        self.send_response(status)
+        headers.setdefault("Content-Type", "application/json")
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _handle
+
+
+_JSON = {"Content-Type": "application/json"}
+_TEXT = {"Content-Type": "text/plain"}
+
+
+def _json(status: int, data: Any) -> tuple[int, bytes, dict[str, str]]:
+    return status, json.dumps(data).encode(), dict(_JSON)
+
+
+class TaniumServer:
+    """A local Tanium server on ``127.0.0.1`` (TLS when given an ``ssl_context``).
+
+    Use as a context manager or call ``start()``/``stop()``. ``url`` is its base URL.
+    Server-side counters (``counts``, ``statuses``) and the request log (``requests``)
+    let tests prove how many calls a client made.
+    """
+
+    def __init__(
+        self,
+        *,
+        ssl_context: Optional[ssl.SSLContext] = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        version: str = DEFAULT_VERSION,
+        session_expiration_seconds: float = DEFAULT_EXPIRATION,
+        rotate_on_validate: bool = False,
+        dead_status: int = 403,
+        auth_reject_status: int = 401,
+        record: int = 10_000,
+    ) -> None:
+        self.ssl_context = ssl_context
+        #: Path of a CA bundle that verifies this server's certificate, when known.
+        self.ca_bundle: Optional[str] = None
+        self.host = host
+        self.version = version
+        self.session_expiration_seconds = session_expiration_seconds
+        self.rotate_on_validate = rotate_on_validate
+        self.dead_status = dead_status
+        self.auth_reject_status = auth_reject_status
+        #: Answer ``/api/v2/session/validate`` with a bare ``{"session": …}``.
+        self.validate_bare = False
+        #: Paths that answer 403 to a live session: "permission denied".
+        self.denied_paths: set[str] = {"/api/v2/denied"}
+        self.clock = Clock()
+        self.counts: Counter[str] = Counter()
+        self.statuses: Counter[tuple[str, int]] = Counter()
+        #: Protected requests that carried a token after the server had refused it on
+        #: ``/auth`` or ``validate``: a client should stop using a token once told.
+        self.used_after_rejection = 0
+        self.requests: deque[Recorded] = deque(maxlen=max(record, 0) or None)
+        self._record_on = record > 0
+        self._lock = threading.Lock()
+        self._sessions: dict[str, _Session] = {}
+        self._rejected: set[str] = set()
+        self._faults: dict[str, list[Fault]] = {}
+        self._users: dict[str, User] = {}
+        self._counter = 1000
+        self._server: Optional[_Server] = None
+        self._thread: Optional[threading.Thread] = None
+        self._port = port
+        self.add_user(*DEFAULT_USER)
+
+    # -- life cycle -----------------------------------------------------------
+
+    def start(self) -> TaniumServer:
+        """Bind and serve in a daemon thread; returns self."""
+        if self._server is not None:
+            return self
+        server = _Server((self.host, self._port), self)
+        if self.ssl_context is not None:
+            server.socket = self.ssl_context.wrap_socket(
+                server.socket, server_side=True, do_handshake_on_connect=False
+            )
+        self._server = server
+        self._port = server.server_address[1]
+        self._thread = threading.Thread(
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"tanium-server-{self._port}",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and close every open connection."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.shutdown()
+        server.server_close()
+        server.close_connections()
+        if self._thread is not None:
+            self._thread.join(5)
+
+    def __enter__(self) -> TaniumServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: Optional[type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        """The bound port."""
+        return self._port
+
+    @property
+    def url(self) -> str:
+        """Base URL, ``http://127.0.0.1:PORT`` or ``https://…``."""
+        scheme = "https" if self.ssl_context is not None else "http"
+        return f"{scheme}://{self.host}:{self._port}"
+
+    def __repr__(self) -> str:
+        return f"TaniumServer(url={self.url!r}, sessions={len(self._sessions)})"
+
+    # -- users and sessions ---------------------------------------------------
+
+    def add_user(self, name: str, password: str, uid: int, domain: str = "") -> User:
+        """Add a user who may log in with ``/auth`` or ``/api/v2/session/login``."""
+        user = User(name, password, uid, domain)
+        with self._lock:
+            self._users[name] = user
+        return user
+
+    def _issue(self, uid: int) -> str:
+        self._counter += 1
+        token = f"{uid}-{self._counter}-{secrets.token_hex(64)}"
+        self._sessions[token] = _Session(token, uid, self.clock.now())
+        return token
+
+    def new_session(self, uid: int = DEFAULT_USER[2]) -> str:
+        """A fresh session id for ``uid``."""
+        with self._lock:
+            return self._issue(uid)
+
+    def new_api_token(
+        self, uid: int = DEFAULT_USER[2], *, trusted: bool = True, lifetime: float = 7 * 86400
+    ) -> str:
+        """A fresh API token; ``trusted=False`` acts as a client address not trusted."""
+        token = f"token-{secrets.token_hex(32)}"
+        with self._lock:
+            self._sessions[token] = _Session(
+                token, uid, self.clock.now(), api=True, trusted=trusted,
+                expires_at=self.clock.now() + lifetime,
+            )
+        return token
+
+    def is_valid(self, token: str) -> bool:
+        """True when ``token`` is a live session or API token now."""
+        with self._lock:
+            return self._live(token) is not None
+
+    def revoke(self, token: str) -> None:
+        """End one session (as an administrator would)."""
+        with self._lock:
+            self._sessions.pop(token, None)
+
+    def revoke_user(self, uid: int = DEFAULT_USER[2]) -> int:
+        """End every session of ``uid``; returns how many ended."""
+        with self._lock:
+            dead = [t for t, s in self._sessions.items() if s.uid == uid]
+            for token in dead:
+                del self._sessions[token]
+            return len(dead)
+
+    def restart(self) -> None:
+        """Forget every session, as a restarted server does."""
+        with self._lock:
+            self._sessions.clear()
+
+    def expire_all(self) -> None:
+        """Advance the clock past the idle lifetime: every session expires."""
+        self.clock.advance(self.session_expiration_seconds + 1)
+
+    def rotate(self, token: str) -> str:
+        """Replace ``token`` by a new one of the same user now; returns the new one."""
+        with self._lock:
+            old = self._sessions.pop(token)
+            return self._issue(old.uid)
+
+    @property
+    def session_count(self) -> int:
+        """Live and expired-but-not-purged sessions held."""
+        return len(self._sessions)
+
+    # -- faults ---------------------------------------------------------------
+
+    def inject(self, path: str, fault: Optional[Fault] = None, **kwargs: Any) -> Fault:
+        """Queue ``fault`` (or ``Fault(**kwargs)``) for requests to ``path``."""
+        fault = fault if fault is not None else Fault(**kwargs)
+        with self._lock:
+            self._faults.setdefault(path, []).append(fault)
+        return fault
+
+    def redirect(
+        self, path: str, location: str, status: int = 302, count: Optional[int] = 1
+    ) -> Fault:
+        """Answer requests to ``path`` with a redirect to ``location``."""
+        return self.inject(
+            path, status=status, headers={"Location": location}, count=count
+        )
+
+    def clear_faults(self) -> None:
+        """Drop every queued fault."""
+        with self._lock:
+            self._faults.clear()
+
+    def _take_fault(self, path: str) -> Optional[Fault]:
+        with self._lock:
+            queue = self._faults.get(path)
+            if not queue:
+                return None
+            fault = queue[0]
+            if fault.count is not None:
+                fault.count -= 1
+                if fault.count <= 0:
+                    queue.pop(0)
+            return fault
+
+    # -- counters -------------------------------------------------------------
+
+    def count(self, path: str, status: Optional[int] = None) -> int:
+        """Requests seen for ``path`` (optionally only those answered ``status``)."""
+        if status is None:
+            return self.counts[path]
+        return self.statuses[(path, status)]
+
+    def reset_counts(self) -> None:
+        """Zero every counter and forget recorded requests."""
+        with self._lock:
+            self.counts.clear()
+            self.statuses.clear()
+            self.requests.clear()
+            self.used_after_rejection = 0
+
+    def received(self, path: Optional[str] = None) -> Iterator[Recorded]:
+        """Recorded requests, optionally for one path."""
+        return (r for r in list(self.requests) if path is None or r.path == path)
+
+    def _record(self, method: str, path: str, headers: dict[str, str], status: int) -> None:
+        with self._lock:
+            self.counts[path] += 1
+            self.statuses[(path, status)] += 1
+            if self._record_on:
+                self.requests.append(Recorded(method, path, headers, status))
+
+    # -- the protocol ---------------------------------------------------------
+
+    def _live(self, token: str) -> Optional[_Session]:
+        sess = self._sessions.get(token)
+        if sess is None:
+            return None
+        now = self.clock.now()
+        if sess.api:
+            if sess.expires_at is not None and now >= sess.expires_at:
+                return None
+        elif now - sess.last_seen > self.session_expiration_seconds:
+            del self._sessions[token]
+            return None
+        return sess
+
+    def _touch(self, token: str) -> Optional[_Session]:
+        sess = self._live(token)
+        if sess is not None:
+            sess.last_seen = self.clock.now()
+        return sess
+
+    def _answer(
+        self, method: str, path: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, bytes, dict[str, str]]:
+        if path == "/config/console.json":
+            return _json(200, {"serverVersion": self.version, "consoleVersion": self.version})
+        if path == "/auth" and method == "POST":
+            return self._auth(headers)
+        if path.startswith("/api/v2/session/") and method == "POST":
+            return self._session_api(path, headers, body)
+        if path.startswith("/api/v2/") or path == "/soap":
+            return self._protected(method, path, headers, body)
+        return _json(404, {"text": "not found"})
+
+    def _auth(self, headers: dict[str, str]) -> tuple[int, bytes, dict[str, str]]:
+        if "username" in headers or "password" in headers:
+            try:
+                name = base64.b64decode(headers.get("username", ""), validate=True).decode()
+                password = base64.b64decode(headers.get("password", ""), validate=True).decode()
+            except ValueError:
+                return self.auth_reject_status, b"", dict(_TEXT)
+            with self._lock:
+                user = self._users.get(name)
+                if (
+                    user is None
+                    or not secrets.compare_digest(user.password, password)
+                    or (user.domain and headers.get("domain", "") != user.domain)
+                ):
+                    return self.auth_reject_status, b"", dict(_TEXT)
+                return 200, self._issue(user.uid).encode(), dict(_TEXT)
+        token = headers.get("session", "")
+        with self._lock:
+            sess = self._touch(token)
+            if sess is None or sess.api:
+                self._rejected.add(token)
+                return self.auth_reject_status, b"", dict(_TEXT)
+            flag = headers.get("logout")
+            if flag == "0":
+                del self._sessions[token]
+                return 200, b"", dict(_TEXT)
+            if flag == "1":
+                for other in [t for t, s in self._sessions.items() if s.uid == sess.uid]:
+                    del self._sessions[other]
+                return 200, b"", dict(_TEXT)
+            if self.rotate_on_validate:
+                del self._sessions[token]
+                token = self._issue(sess.uid)
+            return 200, token.encode(), dict(_TEXT)
+
+    def _session_api(
+        self, path: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, bytes, dict[str, str]]:
+        try:
+            data = json.loads(body or b"{}")
+        except ValueError:
+            return _json(400, {"text": "body is not JSON"})
+        if not isinstance(data, dict):
+            return _json(400, {"text": "body is not an object"})
+        with self._lock:
+            if path == "/api/v2/session/login":
+                user = self._users.get(str(data.get("username", "")))
+                if user is None or not secrets.compare_digest(
+                    user.password, str(data.get("password", ""))
+                ):
+                    return _json(403, {"text": "bad credentials"})
+                return _json(200, {"data": {"session": self._issue(user.uid)}})
+            token = str(data.get("session") or headers.get("session", ""))
+            sess = self._touch(token)
+            if sess is None or not sess.trusted:
+                self._rejected.add(token)
+                return _json(403, {"text": "not a valid session"})
+            if path == "/api/v2/session/validate":
+                answer = {"session": token}
+                return _json(200, answer if self.validate_bare else {"data": answer})
+            if path == "/api/v2/session/logout":
+                del self._sessions[token]
+                return _json(200, {})
+        return _json(404, {"text": "not found"})
+
+    def _protected(
+        self, method: str, path: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, bytes, dict[str, str]]:
+        token = headers.get("session", "")
+        with self._lock:
+            sess = self._touch(token) if token else None
+            if sess is None or not sess.trusted:
+                if token in self._rejected:
+                    self.used_after_rejection += 1
+                return _json(self.dead_status, {"text": "not a valid session"})
+            uid = sess.uid
+        if path in self.denied_paths:
+            return _json(403, {"text": "permission denied"})
+        if path == "/soap":
+            xml = b"<soap:Envelope><soap:Body><ok/></soap:Body></soap:Envelope>"
+            return 200, xml, {"Content-Type": "text/xml"}
+        if path == "/api/v2/sensors":
+            return _json(200, {"data": [{"id": 1, "name": "Computer Name"},
+                                        {"id": 2, "name": "IP Address"}]})
+        if path == "/api/v2/echo":
+            return _json(200, {"data": {"method": method, "uid": uid,
+                                        "body": body.decode("utf-8", "replace")}})
+        if path == "/api/v2/system_status":
+            return _json(200, {"data": [{"status": "ok"}]})
+        return _json(404, {"text": "not found"})
