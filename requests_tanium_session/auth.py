@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import logging
 import os
 import threading
@@ -60,6 +61,12 @@ def _replayable(req: requests.PreparedRequest) -> bool:
     if body is None or isinstance(body, (bytes, str)):
         return True
     return isinstance(getattr(req, "_body_position", None), int)
+
+
+def _release(r: requests.Response) -> None:
+    with contextlib.suppress(Exception):  # a broken body still gets its connection closed
+        r.content  # noqa: B018 -- read, so it stays on the response
+    r.close()
 
 
 def redirect_target(resp: requests.Response) -> Optional[str]:
@@ -165,7 +172,7 @@ class TaniumSessionAuth(AuthBase):
         refresh: Optional[Callable[[], str]] = None,
         on_token_update: Optional[Callable[[str], None]] = None,
         verify: Union[bool, str] = True,
-        cert: Union[None, str, tuple[str, str]] = None,
+        cert: Union[str, tuple[str, str], None] = None,
         proxies: Optional[Mapping[str, str]] = None,
         allow_http: bool = False,
         ver_check: bool = True,
@@ -416,7 +423,11 @@ class TaniumSessionAuth(AuthBase):
             return r
         if sent is None or status not in self.refresh_status_codes:
             return r
-        return self._recover(r, sent, kwargs)
+        try:
+            return self._recover(r, sent, kwargs)
+        except BaseException:
+            _release(r)  # nobody else will read it: give its connection back
+            raise
 
     def _guard_redirect(self, r: requests.Response, *reqs: requests.PreparedRequest) -> None:
         target = redirect_target(r)
@@ -432,7 +443,7 @@ class TaniumSessionAuth(AuthBase):
         req = r.request
         current = sid._token
         if current is not None and current != sent:
-            log.debug("%s from %s: the session was replaced meanwhile; resending", r.status_code, r.url)
+            log.debug("%s from %s: session replaced meanwhile; resending", r.status_code, r.url)
             return self._resend(r, current, kwargs)
         epoch = getattr(req, _EPOCH, None)
         cause = f"{r.status_code} from {req.method} {r.url}"
@@ -441,7 +452,7 @@ class TaniumSessionAuth(AuthBase):
                 raise sid._not_logged_in()
             new = sid.recheck(sid.epoch if epoch is None else epoch, cause)
         except AuthServiceUnavailable:
-            log.warning("%s; %s is unavailable, so the answer is returned as it is", cause, AUTH_PATH)
+            log.warning("%s; %s is unavailable: answer returned as it is", cause, AUTH_PATH)
             return r
         except LoginError as exc:
             if self.refresh is None:
@@ -469,18 +480,17 @@ class TaniumSessionAuth(AuthBase):
         if not _replayable(req):
             log.info("%s %s not resent: its body cannot be replayed", req.method, r.url)
             return r
-        r.content  # noqa: B018 -- consume the body so the connection can be reused
-        r.close()
+        _release(r)
         prep = req.copy()
         jar = prep._cookies  # type: ignore[attr-defined]
-        extract_cookies_to_jar(jar, req, r.raw)
+        extract_cookies_to_jar(jar, req, r.raw)  # type: ignore[no-untyped-call]
         prep.prepare_cookies(jar)
         if isinstance(getattr(prep, "_body_position", None), int):
             rewind_body(prep)
         prep.headers[HEADER] = token
         setattr(prep, _RESENT, True)
         setattr(prep, _EPOCH, self._sid.epoch)
-        new = connection.send(prep, **kwargs)
+        new: requests.Response = connection.send(prep, **kwargs)
         new.history.append(r)
         new.request = prep
         if 200 <= new.status_code < 300:
@@ -515,4 +525,3 @@ class TaniumSessionAuth(AuthBase):
         self.__dict__.update(state)
         self.on_token_update = None
         self._init_runtime()
-

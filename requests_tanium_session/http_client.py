@@ -110,8 +110,7 @@ def _normalise(url: object, allow_http: bool) -> tuple[str, Origin]:
         raise ValueError("url is not a valid URL")
     if scheme == "http" and not allow_http and not _is_loopback(origin[1]):
         raise ValueError(
-            "url uses http:// for a host that is not loopback; use https:// "
-            "or pass allow_http=True"
+            "url uses http:// for a host that is not loopback; use https:// or pass allow_http=True"
         )
     host = origin[1]
     netloc = host if port is None or port == DEFAULT_PORTS[scheme] else f"{host}:{port}"
@@ -133,9 +132,9 @@ class HttpClient:
         *,
         session: Optional[requests.Session] = None,
         verify: Union[bool, str] = True,
-        cert: Union[None, str, tuple[str, str]] = None,
+        cert: Union[str, tuple[str, str], None] = None,
         proxies: Optional[Mapping[str, str]] = None,
-        retries: Union[None, int, Retry] = None,
+        retries: Union[int, Retry, None] = None,
         allow_http: bool = False,
     ) -> None:
         self.url, self.origin = _normalise(url, allow_http)
@@ -176,7 +175,7 @@ class HttpClient:
         *,
         headers: Optional[Mapping[str, str]] = None,
         json: Any = None,
-        timeout: Union[None, float, tuple[float, float]] = None,
+        timeout: Union[float, tuple[float, float], None] = None,
         stream: bool = False,
     ) -> requests.Response:
         """Send ``method`` to ``url + path`` without redirects and without any auth."""

@@ -55,7 +55,7 @@ DEFAULT_REVALIDATE_AFTER = 5.0
 #: Statuses that mean "try again later": the token is kept.
 TRANSIENT_STATUSES = frozenset({408, 429})
 
-_TOKEN_RE = re.compile(r"[!-~]{1,%d}" % MAX_TOKEN_LENGTH)
+_TOKEN_RE = re.compile(rf"[!-~]{{1,{MAX_TOKEN_LENGTH}}}")
 _UID_RE = re.compile(r"(\d+)-\d+-[0-9A-Fa-f]+")
 
 
@@ -68,9 +68,7 @@ def check_token(value: object, what: str = "session") -> str:
     if len(value) > MAX_TOKEN_LENGTH:
         raise ValueError(f"{what} is longer than {MAX_TOKEN_LENGTH} characters")
     if _TOKEN_RE.fullmatch(value) is None:
-        raise ValueError(
-            f"{what} must be printable ASCII without whitespace or control characters"
-        )
+        raise ValueError(f"{what} must be printable ASCII without whitespace or control characters")
     return value
 
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+import operator
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Optional
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
@@ -54,7 +55,7 @@ def get_server_version(http_client: HttpClient, timeout: float = 5) -> Version:
     try:
         return Version(raw)
     except InvalidVersion:
-        raise ValueError(f"GET {CONSOLE_PATH} carries a serverVersion that is not a version") from None
+        raise ValueError(f"GET {CONSOLE_PATH} carries a malformed serverVersion") from None
 
 
 def probe_version(http_client: HttpClient, timeout: float = 5) -> Optional[Version]:
@@ -82,12 +83,12 @@ def check_requirement(version: Version, req: Mapping[str, str], src: str = "serv
     A requirement with fewer dotted parts compares only that many leading parts of
     ``version``: ``vmax="7.3"`` admits ``7.3.314.3424``.
     """
-    tests = {
-        "vmin": (lambda have, want: have >= want, ">="),
-        "vmax": (lambda have, want: have <= want, "<="),
-        "veq": (lambda have, want: have == want, "=="),
-    }
-    for key, (ok, sign) in tests.items():
+    tests: tuple[tuple[str, Callable[[Version, Version], bool], str], ...] = (
+        ("vmin", operator.ge, ">="),
+        ("vmax", operator.le, "<="),
+        ("veq", operator.eq, "=="),
+    )
+    for key, ok, sign in tests:
         raw = req.get(key) or ""
         if not raw:
             continue
@@ -115,6 +116,4 @@ def parse_specifier(spec: str) -> SpecifierSet:
 def check_specifier(version: Version, spec: SpecifierSet, src: str = "server") -> None:
     """Raise ``VersionMismatchError`` unless ``version`` satisfies ``spec``."""
     if not spec.contains(version, prereleases=True):
-        raise VersionMismatchError(
-            f"{src} has version {version}, outside the requirement {spec}"
-        )
+        raise VersionMismatchError(f"{src} has version {version}, outside the requirement {spec}")

@@ -9,6 +9,7 @@ It speaks just enough of the platform's HTTP API to exercise session handling:
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
 import secrets
@@ -122,14 +123,16 @@ class _Server(ThreadingHTTPServer):
             self.open_sockets.discard(request)
         super().shutdown_request(request)
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that hangs up or fails the TLS handshake is routine here.
+        log.debug("local Tanium server: connection from %s ended with an error", client_address)
+
     def close_connections(self) -> None:
         with self.sockets_lock:
             socks = list(self.open_sockets)
         for sock in socks:
-            try:
+            with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -259,6 +262,8 @@ class TaniumServer:
         self._record_on = record > 0
         self._lock = threading.Lock()
         self._sessions: dict[str, _Session] = {}
+        #: Every token this server ever issued, so tests can prove none leaked.
+        self.issued: list[str] = []
         self._rejected: set[str] = set()
         self._faults: dict[str, list[Fault]] = {}
         self._users: dict[str, User] = {}
@@ -338,6 +343,7 @@ class TaniumServer:
     def _issue(self, uid: int) -> str:
         self._counter += 1
         token = f"{uid}-{self._counter}-{secrets.token_hex(64)}"
+        self.issued.append(token)
         self._sessions[token] = _Session(token, uid, self.clock.now())
         return token
 
@@ -352,8 +358,13 @@ class TaniumServer:
         """A fresh API token; ``trusted=False`` acts as a client address not trusted."""
         token = f"token-{secrets.token_hex(32)}"
         with self._lock:
+            self.issued.append(token)
             self._sessions[token] = _Session(
-                token, uid, self.clock.now(), api=True, trusted=trusted,
+                token,
+                uid,
+                self.clock.now(),
+                api=True,
+                trusted=trusted,
                 expires_at=self.clock.now() + lifetime,
             )
         return token
@@ -409,9 +420,7 @@ class TaniumServer:
         self, path: str, location: str, status: int = 302, count: Optional[int] = 1
     ) -> Fault:
         """Answer requests to ``path`` with a redirect to ``location``."""
-        return self.inject(
-            path, status=status, headers={"Location": location}, count=count
-        )
+        return self.inject(path, status=status, headers={"Location": location}, count=count)
 
     def clear_faults(self) -> None:
         """Drop every queued fault."""
@@ -573,11 +582,14 @@ class TaniumServer:
             xml = b"<soap:Envelope><soap:Body><ok/></soap:Body></soap:Envelope>"
             return 200, xml, {"Content-Type": "text/xml"}
         if path == "/api/v2/sensors":
-            return _json(200, {"data": [{"id": 1, "name": "Computer Name"},
-                                        {"id": 2, "name": "IP Address"}]})
+            return _json(
+                200, {"data": [{"id": 1, "name": "Computer Name"}, {"id": 2, "name": "IP Address"}]}
+            )
         if path == "/api/v2/echo":
-            return _json(200, {"data": {"method": method, "uid": uid,
-                                        "body": body.decode("utf-8", "replace")}})
+            return _json(
+                200,
+                {"data": {"method": method, "uid": uid, "body": body.decode("utf-8", "replace")}},
+            )
         if path == "/api/v2/system_status":
             return _json(200, {"data": [{"status": "ok"}]})
         return _json(404, {"text": "not found"})

@@ -1,0 +1,142 @@
+"""Shared fixtures: local Tanium servers over HTTP and TLS, and a secret-leak guard.
+
+Every test runs with all loggers captured at DEBUG; afterwards no token issued by any
+server of the test, and no test password, may appear in the captured log text.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import ssl
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+import requests
+import trustme
+
+from requests_tanium_session import HttpClient, SessionId, TaniumSessionAuth
+from requests_tanium_session.testing import DEFAULT_USER, TaniumServer
+
+PASSWORD = DEFAULT_USER[1]
+
+_PROXY_VARS = [
+    "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY",
+    "http_proxy", "https_proxy", "all_proxy", "no_proxy",
+    "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "TANIUM_URL", "TANIUM_SESSION",
+]  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in _PROXY_VARS:
+        monkeypatch.delenv(name, raising=False)
+
+
+class Servers:
+    """Every local server a test started, so the leak guard knows their tokens."""
+
+    def __init__(self) -> None:
+        self.all: list[TaniumServer] = []
+
+    def start(self, **kwargs: Any) -> TaniumServer:
+        server = TaniumServer(**kwargs).start()
+        self.all.append(server)
+        return server
+
+    def secrets(self) -> set[str]:
+        found = {PASSWORD}
+        for server in self.all:
+            found.update(server.issued)
+        return found
+
+
+@pytest.fixture(autouse=True)
+def _debug_logs(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+
+
+@pytest.fixture
+def servers(caplog: pytest.LogCaptureFixture) -> Iterator[Servers]:
+    """Starts servers; afterwards proves that none of their tokens reached the logs."""
+    registry = Servers()
+    yield registry
+    for srv in registry.all:
+        srv.stop()
+    text = caplog.text + "".join(repr(r.args) + r.getMessage() for r in caplog.records)
+    leaked = [s for s in registry.secrets() if s in text]
+    assert not leaked, f"{len(leaked)} secret(s) appeared in the logs"
+
+
+@pytest.fixture
+def server(servers: Servers) -> TaniumServer:
+    """A fresh local Tanium server over HTTP."""
+    return servers.start()
+
+
+@pytest.fixture(scope="session")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture(scope="session")
+def ca_bundle(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> str:
+    path = Path(tmp_path_factory.mktemp("ca")) / "ca.pem"
+    ca.cert_pem.write_to_path(str(path))
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def server_context(ca: trustme.CA) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
+    return context
+
+
+@pytest.fixture
+def tls_server(servers: Servers, server_context: ssl.SSLContext, ca_bundle: str) -> TaniumServer:
+    """A fresh local Tanium server over TLS, its CA in ``ca_bundle``."""
+    srv = servers.start(ssl_context=server_context)
+    srv.ca_bundle = ca_bundle
+    return srv
+
+
+@pytest.fixture
+def client(server: TaniumServer) -> Iterator[HttpClient]:
+    with HttpClient(server.url) as c:
+        yield c
+
+
+@pytest.fixture
+def sid(server: TaniumServer, client: HttpClient) -> SessionId:
+    return SessionId(client, server.new_session())
+
+
+@pytest.fixture
+def make_auth(server: TaniumServer) -> Iterator[Callable[..., TaniumSessionAuth]]:
+    made: list[TaniumSessionAuth] = []
+
+    def make(**kwargs: Any) -> TaniumSessionAuth:
+        session = kwargs.pop("session", None) or server.new_session()
+        auth = TaniumSessionAuth(kwargs.pop("url", server.url), session, **kwargs)
+        made.append(auth)
+        return auth
+
+    yield make
+    for auth in made:
+        auth.close()
+
+
+@pytest.fixture
+def http() -> Iterator[requests.Session]:
+    with requests.Session() as s:
+        yield s
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 with nothing listening (connections are refused)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
