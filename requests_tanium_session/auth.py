@@ -45,7 +45,6 @@ DEFAULT_REFRESH_STATUS_CODES = (401, 403)
 #: Request header carrying the session id or API token.
 HEADER = "session"
 
-_EPOCH = "_tanium_epoch"  # attribute on a PreparedRequest: state epoch when it was sent
 _RESENT = "_tanium_resent"  # attribute on a PreparedRequest: this is our one resend
 
 _DEFAULTS: Mapping[str, Any] = {
@@ -360,7 +359,6 @@ class TaniumSessionAuth(AuthBase):
         if token is None or monotonic() - sid._confirmed_at >= sid._revalidate_after:
             token = self._current_token()
         r.headers[HEADER] = token
-        setattr(r, _EPOCH, sid._epoch)
         r.hooks["response"].append(self._hook)
         return r
 
@@ -440,17 +438,17 @@ class TaniumSessionAuth(AuthBase):
         self, r: requests.Response, sent: str, kwargs: dict[str, Any]
     ) -> requests.Response:
         sid = self._sid
+        after = sid.checks_started  # only a check begun after this answer can judge it
         req = r.request
         current = sid._token
         if current is not None and current != sent:
             log.debug("%s from %s: session replaced meanwhile; resending", r.status_code, r.url)
             return self._resend(r, current, kwargs)
-        epoch = getattr(req, _EPOCH, None)
         cause = f"{r.status_code} from {req.method} {r.url}"
         try:
             if current is None:
                 raise sid._not_logged_in()
-            new = sid.recheck(sid.epoch if epoch is None else epoch, cause)
+            new = sid.recheck(after, cause)
         except AuthServiceUnavailable:
             log.warning("%s; %s is unavailable: answer returned as it is", cause, AUTH_PATH)
             return r
@@ -489,7 +487,6 @@ class TaniumSessionAuth(AuthBase):
             rewind_body(prep)
         prep.headers[HEADER] = token
         setattr(prep, _RESENT, True)
-        setattr(prep, _EPOCH, self._sid.epoch)
         new: requests.Response = connection.send(prep, **kwargs)
         new.history.append(r)
         new.request = prep

@@ -15,6 +15,7 @@ import math
 import re
 import threading
 from collections.abc import Callable
+from functools import partial
 from time import monotonic
 from typing import Any, ClassVar, Optional, Union
 
@@ -106,9 +107,18 @@ def _level(lvl: Union[str, int]) -> int:
 
 
 def _read_limited(resp: requests.Response, limit: int) -> Optional[bytes]:
-    """At most ``limit`` bytes of a streamed body, or None when it is longer."""
-    data = resp.raw.read(limit + 1, decode_content=True) or b""
-    return None if len(data) > limit else data
+    """At most ``limit`` bytes of a streamed body, or None when it is longer.
+
+    Read through ``iter_content`` so a broken body raises a ``requests`` exception.
+    """
+    chunks: list[bytes] = []
+    size = 0
+    for chunk in resp.iter_content(8192):
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def read_token_answer(resp: requests.Response, api: bool) -> str:
@@ -142,9 +152,10 @@ def read_token_answer(resp: requests.Response, api: bool) -> str:
 class _Flight:
     """One piece of server work whose result several threads wait for."""
 
-    __slots__ = ("done", "error", "result")
+    __slots__ = ("done", "error", "result", "seq")
 
-    def __init__(self) -> None:
+    def __init__(self, seq: int) -> None:
+        self.seq = seq  # flights are numbered in the order they start
         self.done = threading.Event()
         self.result: Optional[str] = None
         self.error: Optional[BaseException] = None
@@ -201,7 +212,8 @@ class SessionId:
         self._token = None
         self._confirmed_at = monotonic()
         self._generation = 0  # bumps whenever the token changes or dies
-        self._epoch = 0  # bumps on every confirmation by the server, change or death
+        self._seq = 0  # flights started
+        self._ok_seq = 0  # number of the last validation the server answered 200
         self._ended = "no session was set"
 
     def _make_log(self) -> logging.Logger:
@@ -302,7 +314,6 @@ class SessionId:
             self._token = new
             self._uid = _uid_of(new)
             self._confirmed_at = monotonic()
-            self._epoch += 1
             if changed:
                 self._generation += 1
         if changed:
@@ -355,9 +366,9 @@ class SessionId:
         return self._generation
 
     @property
-    def epoch(self) -> int:
-        """Counts every event of state: confirmation by the server, change, death."""
-        return self._epoch
+    def checks_started(self) -> int:
+        """Counts the server calls (flights) started so far; see ``recheck``."""
+        return self._seq
 
     def confirm(self, token: str) -> None:
         """Record that a request carrying ``token`` succeeded (no lock: one float store)."""
@@ -375,24 +386,27 @@ class SessionId:
         cause = self._cause(kwargs, "validate")
         if self._token is None:
             raise self._not_logged_in()
-        return self._single_flight("validate", lambda: self._validate_once(cause), None)
+        return self._single_flight("validate", partial(self._validate_once, cause), None)
 
     def login(self, **kwargs: Any) -> str:
         """Re-establish the session through ``/auth``; ``LoginError`` when rejected."""
         kwargs.setdefault("cause", "login")
         return self.validate(**kwargs)
 
-    def recheck(self, epoch: int, cause: str) -> str:
-        """Validate unless the server confirmed or changed the token after ``epoch``."""
+    def recheck(self, after: int, cause: str) -> str:
+        """Validate with a server call that starts after ``checks_started`` was ``after``.
+
+        Used to judge a 401/403: only a validation begun after that answer arrived can
+        tell a dead session from a permission answer. Concurrent callers share it.
+        """
 
         def done() -> Optional[str]:
-            if self._epoch != epoch:
-                if self._token is None:
-                    raise self._not_logged_in()
-                return self._token
-            return None
+            if self._token is None:
+                raise self._not_logged_in()
+            return self._token if self._ok_seq > after else None
 
-        return self._single_flight("validate", lambda: self._validate_once(cause), done)
+        work = partial(self._validate_once, cause)
+        return self._single_flight("validate", work, done, after=after)
 
     def _revalidate(self, cause: str) -> str:
         def fresh() -> Optional[str]:
@@ -403,7 +417,7 @@ class SessionId:
                 return tok
             return None
 
-        return self._single_flight("validate", lambda: self._validate_once(cause), fresh)
+        return self._single_flight("validate", partial(self._validate_once, cause), fresh)
 
     def renew(self, provider: Callable[[], str], cause: str = "refresh") -> str:
         """Adopt a new session from ``provider()`` (single flight; skipped when alive).
@@ -415,7 +429,7 @@ class SessionId:
         def alive() -> Optional[str]:
             return self._token
 
-        def work() -> str:
+        def work(seq: int) -> str:
             self.log.info("refreshing the session for %s (cause: %s)", self.url, cause)
             try:
                 value = provider()
@@ -457,22 +471,34 @@ class SessionId:
     def _single_flight(
         self,
         kind: str,
-        work: Callable[[], str],
+        work: Callable[[int], str],
         done: Optional[Callable[[], Optional[str]]],
+        after: Optional[int] = None,
     ) -> str:
-        with self._lock:
-            if done is not None:
-                ready = done()
-                if ready is not None:
-                    return ready
-            flight = self._flights.get(kind)
-            leader = flight is None
-            if flight is None:
-                flight = self._flights[kind] = _Flight()
-        if not leader:
-            return flight.wait()
+        """Run ``work`` once for every thread that needs it now; share its outcome.
+
+        ``done()`` (under the lock) returns a token when no work is needed. With
+        ``after``, a flight numbered ``<= after`` is too old to answer: wait for it to
+        end, then judge again.
+        """
+        while True:
+            with self._lock:
+                if done is not None:
+                    ready = done()
+                    if ready is not None:
+                        return ready
+                flight = self._flights.get(kind)
+                leader = flight is None
+                if flight is None:
+                    self._seq += 1
+                    flight = self._flights[kind] = _Flight(self._seq)
+            if leader:
+                break
+            if after is None or flight.seq > after:
+                return flight.wait()
+            flight.done.wait()
         try:
-            flight.result = work()
+            flight.result = work(flight.seq)
             return flight.result
         except BaseException as exc:
             flight.error = exc
@@ -482,7 +508,7 @@ class SessionId:
                 del self._flights[kind]
             flight.done.set()
 
-    def _validate_once(self, cause: str) -> str:
+    def _validate_once(self, cause: str, seq: int) -> str:
         token = self._token
         if token is None:
             raise self._not_logged_in()
@@ -502,7 +528,7 @@ class SessionId:
             self.log.debug("POST %s answered %s", path, status)
             if status == 200:
                 new = read_token_answer(resp, api)
-                return self._confirm_answer(token, new)
+                return self._confirm_answer(token, new, seq)
             if is_transient(status):
                 raise AuthServiceUnavailable(
                     f"POST {resp.url} answered {status}; the session is kept, try again later",
@@ -526,7 +552,7 @@ class SessionId:
             )
         return f"POST {url} rejected the session ({status}): it expired or was revoked"
 
-    def _confirm_answer(self, old: str, new: str) -> str:
+    def _confirm_answer(self, old: str, new: str, seq: int) -> str:
         with self._lock:
             current = self._token
             if current != old:
@@ -537,7 +563,7 @@ class SessionId:
             changed = new != old
             self._token = new
             self._confirmed_at = monotonic()
-            self._epoch += 1
+            self._ok_seq = max(self._ok_seq, seq)
             if changed:
                 self._uid = _uid_of(new)
                 self._generation += 1
@@ -552,7 +578,6 @@ class SessionId:
                 self._token = None
                 self._ended = why
                 self._generation += 1
-                self._epoch += 1
 
     def _notify(self, token: str) -> None:
         callback = self.on_token_update
