@@ -448,7 +448,7 @@ class TaniumSessionAuth(AuthBase):
         try:
             if current is None:
                 raise sid._not_logged_in()
-            new = sid.recheck(after, cause)
+            new = sid.recheck(sent, after, cause)
         except AuthServiceUnavailable:
             log.warning("%s; %s is unavailable: answer returned as it is", cause, AUTH_PATH)
             return r

@@ -393,17 +393,20 @@ class SessionId:
         kwargs.setdefault("cause", "login")
         return self.validate(**kwargs)
 
-    def recheck(self, after: int, cause: str) -> str:
-        """Validate with a server call that starts after ``checks_started`` was ``after``.
+    def recheck(self, sent: str, after: int, cause: str) -> str:
+        """Judge a 401/403 to a request that carried ``sent``; return the token to use.
 
-        Used to judge a 401/403: only a validation begun after that answer arrived can
-        tell a dead session from a permission answer. Concurrent callers share it.
+        No server call when the token has changed since; otherwise a validation that
+        starts after ``checks_started`` was ``after`` (only a check begun after that
+        answer arrived can tell a dead session from a permission answer). Concurrent
+        callers share it.
         """
 
         def done() -> Optional[str]:
-            if self._token is None:
+            token = self._token
+            if token is None:
                 raise self._not_logged_in()
-            return self._token if self._ok_seq > after else None
+            return token if token != sent or self._ok_seq > after else None
 
         work = partial(self._validate_once, cause)
         return self._single_flight("validate", work, done, after=after)

@@ -452,7 +452,8 @@ def test_load_with_expiry_rotation_revocation_and_503s(server: TaniumServer) -> 
         # let the clients recover from one death before the next: a resend may
         # legitimately fail if its fresh token is killed before it arrives
         deadline = time.monotonic() + 5
-        while auth.session_id.generation == generation and time.monotonic() < deadline:
+        sid = auth.session_id
+        while (sid.generation == generation or not sid.logged_in) and time.monotonic() < deadline:
             time.sleep(0.005)
         time.sleep(0.1)
 
