@@ -126,12 +126,12 @@ def read_token_answer(resp: requests.Response, api: bool) -> str:
     what = f"POST {resp.url} answered 200 with"
     body = _read_limited(resp, 1 << 16 if api else MAX_TOKEN_LENGTH)
     if body is None:
-        raise LoginError(f"{what} a body too long to be a token")
+        raise LoginError(f"{what} a body too long to be a token", response=resp)
     if api:
         try:
             data = json.loads(body.decode("utf-8"))
         except ValueError:
-            raise LoginError(f"{what} a body that is not JSON") from None
+            raise LoginError(f"{what} a body that is not JSON", response=resp) from None
         if isinstance(data, dict) and isinstance(data.get("data"), dict):
             data = data["data"]
         value = data.get("session") if isinstance(data, dict) else None
@@ -139,13 +139,13 @@ def read_token_answer(resp: requests.Response, api: bool) -> str:
         try:
             value = body.decode("ascii")
         except UnicodeDecodeError:
-            raise LoginError(f"{what} a body that is not ASCII") from None
+            raise LoginError(f"{what} a body that is not ASCII", response=resp) from None
     try:
         new = check_token(value, "the answer")
     except (TypeError, ValueError):
-        raise LoginError(f"{what} a malformed token") from None
+        raise LoginError(f"{what} a malformed token", response=resp) from None
     if "<" in new or ">" in new:
-        raise LoginError(f"{what} markup, not a token")
+        raise LoginError(f"{what} markup, not a token", response=resp)
     return new
 
 

@@ -7,6 +7,7 @@ server of the test, and no test password, may appear in the captured log text.
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import ssl
 from collections.abc import Iterator
@@ -16,11 +17,17 @@ from typing import Any, Callable
 import pytest
 import requests
 import trustme
+from hypothesis import settings
 
 from requests_tanium_session import HttpClient, SessionId, TaniumSessionAuth
 from requests_tanium_session.testing import DEFAULT_USER, TaniumServer
 
 PASSWORD = DEFAULT_USER[1]
+
+# Fuzzing budget: "ci" by default; HYPOTHESIS_PROFILE=long for a longer local run.
+settings.register_profile("ci", max_examples=30, deadline=None)
+settings.register_profile("long", max_examples=1000, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 _PROXY_VARS = [
     "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY",
@@ -53,6 +60,11 @@ class Servers:
         return found
 
 
+def leaked(text: str, secrets: set[str]) -> int:
+    """How many of ``secrets`` appear in ``text`` (the count only: never the values)."""
+    return sum(1 for s in secrets if s in text)
+
+
 @pytest.fixture(autouse=True)
 def _debug_logs(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
@@ -66,8 +78,8 @@ def servers(caplog: pytest.LogCaptureFixture) -> Iterator[Servers]:
     for srv in registry.all:
         srv.stop()
     text = caplog.text + "".join(repr(r.args) + r.getMessage() for r in caplog.records)
-    leaked = [s for s in registry.secrets() if s in text]
-    assert not leaked, f"{len(leaked)} secret(s) appeared in the logs"
+    found = leaked(text, registry.secrets())
+    assert not found, f"{found} secret(s) appeared in the logs"
 
 
 @pytest.fixture
