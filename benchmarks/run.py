@@ -1,0 +1,335 @@
+"""Benchmarks: every figure of the performance issue, against baselines of the same run.
+
+    python benchmarks/run.py            # the full table (about two minutes)
+    python benchmarks/run.py --quick    # fewer repetitions, for a smoke run
+
+Timings are medians of several repetitions, each ours-vs-baseline pair interleaved so
+that drift on a busy machine hits both. Nothing here is asserted: it prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import tracemalloc
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import requests
+from requests.auth import AuthBase, HTTPBasicAuth
+
+from requests_tanium_session import TaniumSessionAuth
+from requests_tanium_session.testing import TaniumServer
+
+URL_PATH = "/api/v2/sensors"
+
+
+class NaiveAuth(AuthBase):
+    """The baseline policy: validate whenever the timer says stale; 2xx confirms nothing.
+
+    No lock either, so concurrent threads that find it stale all call ``/auth``.
+    """
+
+    def __init__(self, url: str, token: str, revalidate_after: float) -> None:
+        self.url = url
+        self.token = token
+        self.revalidate_after = revalidate_after
+        self.checked = time.monotonic()
+        self.http = requests.Session()
+
+    def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
+        if time.monotonic() - self.checked >= self.revalidate_after:
+            resp = self.http.post(self.url + "/auth", headers={"session": self.token})
+            self.token = resp.text
+            self.checked = time.monotonic()
+        r.headers["session"] = self.token
+        return r
+
+
+class StaticHeader(AuthBase):
+    """The cheapest possible auth: a fixed ``session`` header."""
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+
+    def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
+        r.headers["session"] = self.token
+        return r
+
+
+@contextmanager
+def server_process() -> Iterator[tuple[str, str]]:
+    """The local server in its own process (so it does not share our GIL)."""
+    cmd = [sys.executable, "-m", "requests_tanium_session", "serve", "--port", "0"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    url = session = ""
+    for line in proc.stdout:
+        if line.startswith("local Tanium server at "):
+            url = line.split(" at ", 1)[1].strip()
+        elif line.startswith("session id: "):
+            session = line.split(": ", 1)[1].strip()
+        if url and session:
+            break
+    try:
+        yield url, session
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+# -- figures ------------------------------------------------------------------------
+
+
+def per_call_us(fn: Callable[[requests.PreparedRequest], Any], n: int, reps: int) -> list[float]:
+    out = []
+    for _ in range(reps):
+        batch = [
+            requests.Request("GET", "https://tanium.example.com" + URL_PATH).prepare()
+            for _ in range(n)
+        ]
+        start = time.perf_counter()
+        for r in batch:
+            fn(r)
+        out.append((time.perf_counter() - start) / n * 1e6)
+    return out
+
+
+def hot_path(reps: int, n: int) -> dict[str, float]:
+    token = "25-1659-" + "2f54" * 32
+    ours = TaniumSessionAuth("https://tanium.example.com", token, revalidate_after=3600)
+    basic = HTTPBasicAuth("tanium-user", "tanium-password")
+
+    def bare(r: requests.PreparedRequest) -> None:
+        r.headers["session"] = token
+
+    results: dict[str, list[float]] = {"ours": [], "basic": [], "bare": []}
+    for _ in range(reps):  # interleaved
+        results["ours"] += per_call_us(ours, n, 1)
+        results["basic"] += per_call_us(basic, n, 1)
+        results["bare"] += per_call_us(bare, n, 1)
+    ours.close()
+    return {k: statistics.median(v) for k, v in results.items()}
+
+
+def end_to_end(
+    url: str, token: str, threads: int, total: int, reps: int
+) -> tuple[float, float, float]:
+    """Requests/s for ours and for a static header, in alternating barrier-synchronised
+    phases (``block`` requests per thread each), so drift hits both alike.
+
+    Returns (ours req/s, static req/s, median of the per-round ratios).
+    """
+    ours = TaniumSessionAuth(url, token)
+    static = StaticHeader(token)
+    block = 50
+    rounds = max(reps, total // (block * threads))
+    pairs = []
+    for _ in range(threads):
+        a, b = requests.Session(), requests.Session()
+        a.auth, b.auth = ours, static
+        a.get(url + URL_PATH)  # open both keep-alive connections first
+        b.get(url + URL_PATH)
+        pairs.append((a, b))
+    gate = threading.Barrier(threads + 1)
+
+    def work(a: requests.Session, b: requests.Session) -> None:
+        for _ in range(rounds):
+            for s in (a, b):
+                gate.wait()
+                for _ in range(block):
+                    s.get(url + URL_PATH)
+                gate.wait()
+
+    workers = [threading.Thread(target=work, args=p) for p in pairs]
+    for w in workers:
+        w.start()
+    spent = {"ours": 0.0, "static": 0.0}
+    ratios = []
+    for _ in range(rounds):
+        took = {}
+        for name in ("ours", "static"):
+            gate.wait()
+            start = time.perf_counter()
+            gate.wait()
+            took[name] = time.perf_counter() - start
+            spent[name] += took[name]
+        ratios.append(took["static"] / took["ours"])
+    for w in workers:
+        w.join()
+    for a, b in pairs:
+        a.close()
+        b.close()
+    ours.close()
+    n = rounds * block * threads
+    return n / spent["ours"], n / spent["static"], statistics.median(ratios)
+
+
+def continuous_auth_calls(requests_n: int, window: float) -> tuple[int, int, float]:
+    results = []
+    for make in ("ours", "naive"):
+        with TaniumServer(record=0) as server:
+            token = server.new_session()
+            auth: AuthBase
+            if make == "ours":
+                auth = TaniumSessionAuth(server.url, token, revalidate_after=window)
+            else:
+                auth = NaiveAuth(server.url, token, window)
+            with requests.Session() as s:
+                s.auth = auth
+                start = time.perf_counter()
+                for _ in range(requests_n):
+                    s.get(server.url + URL_PATH)
+                elapsed = time.perf_counter() - start
+            results.append((server.count("/auth"), elapsed))
+    return results[0][0], results[1][0], results[0][1] / window
+
+
+def stale_burst(threads: int = 32) -> tuple[int, int]:
+    counts = []
+    for make in ("ours", "naive"):
+        with TaniumServer(record=0) as server:
+            token = server.new_session()
+            server.inject("/auth", delay=0.05, passthrough=True, count=None)
+            auth: AuthBase
+            if make == "ours":
+                auth = TaniumSessionAuth(server.url, token, revalidate_after=0.01)
+            else:
+                auth = NaiveAuth(server.url, token, 0.01)
+            time.sleep(0.02)
+            barrier = threading.Barrier(threads)
+
+            def work(a: AuthBase = auth, gate: threading.Barrier = barrier) -> None:
+                with requests.Session() as s:
+                    s.auth = a
+                    gate.wait()
+                    s.get(server.url + URL_PATH)
+
+            workers = [threading.Thread(target=work) for _ in range(threads)]
+            for w in workers:
+                w.start()
+            for w in workers:
+                w.join()
+            counts.append(server.count("/auth"))
+    return counts[0], counts[1]
+
+
+def heap_growth(url: str, token: str, n: int) -> int:
+    auth = TaniumSessionAuth(url, token)
+    with requests.Session() as s:
+        s.auth = auth
+        for _ in range(1000):  # warm up pools, caches, interned strings
+            s.get(url + URL_PATH)
+        tracemalloc.start()
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(n):
+            s.get(url + URL_PATH).content  # noqa: B018
+        after = tracemalloc.get_traced_memory()[0]
+        tracemalloc.stop()
+    auth.close()
+    return after - before
+
+
+def recovery_cost() -> tuple[int, int]:
+    with TaniumServer() as server:
+        server.rotate_on_validate = True
+        auth = TaniumSessionAuth(server.url, server.new_session())
+        server.inject(URL_PATH, status=403)
+        with requests.Session() as s:
+            s.auth = auth
+            resp = s.get(server.url + URL_PATH)
+        assert resp.status_code == 200
+        auth.close()
+        return server.count("/auth"), server.count(URL_PATH) - 1
+
+
+# -- the table ---------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions")
+    args = parser.parse_args()
+    q = args.quick
+    reps = 3 if q else 7
+    rows: list[tuple[str, str, str, str, str]] = []
+
+    def row(figure: str, baseline: str, ours: str, ratio: str, ok: bool) -> None:
+        rows.append((figure, baseline, ours, ratio, "yes" if ok else "NO"))
+        print(f"  measured: {figure}", file=sys.stderr, flush=True)
+
+    hp = hot_path(reps, 5000 if q else 20000)
+    r = hp["ours"] / hp["basic"]
+    row(
+        "__call__ on a fresh token (µs/call)",
+        f"HTTPBasicAuth {hp['basic']:.2f}; bare header {hp['bare']:.2f}",
+        f"{hp['ours']:.2f}",
+        f"{r:.2f}x Basic (goal ≤ 1.0x)",
+        r <= 1.0,
+    )
+    with server_process() as (url, token):
+        for threads in (1, 8):
+            ours, static, r = end_to_end(url, token, threads, 2000 if q else 12000, reps)
+            row(
+                f"requests/s, keep-alive, {threads} thread(s)",
+                f"static header {static:.0f}",
+                f"{ours:.0f}",
+                f"{r:.3f}x, median of rounds (goal ≥ 0.97x)",
+                r >= 0.97,
+            )
+        grown = heap_growth(url, token, 5000 if q else 50000)
+        n = 5000 if q else 50000
+        row(
+            f"heap growth over {n:,} requests",
+            "—",
+            f"{grown / 1024:.1f} KiB",
+            "goal < 64 KiB",
+            grown < 64 * 1024,
+        )
+    ours_calls, naive_calls, windows = continuous_auth_calls(2000 if q else 10000, 0.05)
+    row(
+        f"/auth calls, {2000 if q else 10000:,} requests over {windows:.0f} windows",
+        f"naive {naive_calls}",
+        f"{ours_calls}",
+        "goal 0",
+        ours_calls == 0,
+    )
+    ours_burst, naive_burst = stale_burst()
+    row(
+        "/auth calls, 32 threads find it stale",
+        f"naive {naive_burst}",
+        f"{ours_burst}",
+        "goal 1",
+        ours_burst == 1,
+    )
+    auth_calls, resends = recovery_cost()
+    row(
+        "cost of a 403 recovery",
+        "—",
+        f"{auth_calls} /auth + {resends} resend",
+        "goal 1 + 1",
+        (auth_calls, resends) == (1, 1),
+    )
+
+    print(
+        f"\n{datetime.date.today()} · Python {platform.python_version()} · {os.cpu_count()} CPUs · {platform.machine()}"
+    )
+    print(
+        f"requests {requests.__version__} · command: python benchmarks/run.py{' --quick' if q else ''}\n"
+    )
+    header = ("figure", "baseline (same run)", "ours", "ratio / goal", "met")
+    widths = [max(len(str(x[i])) for x in [header, *rows]) for i in range(5)]
+    for line in [header, tuple("-" * w for w in widths), *rows]:
+        print("| " + " | ".join(str(c).ljust(w) for c, w in zip(line, widths)) + " |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+"""The round-trip figures of the benchmarks, pinned by server-side counts (not timed)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Callable
+
+import requests
+
+from requests_tanium_session import TaniumSessionAuth
+from requests_tanium_session.testing import TaniumServer
+
+MakeAuth = Callable[..., TaniumSessionAuth]
+
+
+def test_continuous_traffic_over_many_windows_makes_zero_auth_calls(
+    server: TaniumServer, make_auth: MakeAuth, http: requests.Session
+) -> None:
+    http.auth = make_auth(revalidate_after=0.02)
+    start = time.monotonic()
+    for _ in range(300):
+        assert http.get(server.url + "/api/v2/sensors").status_code == 200
+    windows = (time.monotonic() - start) / 0.02
+    assert windows > 5  # the traffic really spanned several revalidate_after windows
+    assert server.count("/auth") == 0
+
+
+def test_32_threads_stale_at_once_make_one_auth_call(
+    server: TaniumServer, make_auth: MakeAuth
+) -> None:
+    auth = make_auth(revalidate_after=0.01)
+    time.sleep(0.02)
+    server.inject("/auth", delay=0.1, passthrough=True)
+    gate = threading.Barrier(32)
+    statuses: list[int] = []
+
+    def work() -> None:
+        with requests.Session() as s:
+            s.auth = auth
+            gate.wait()
+            statuses.append(s.get(server.url + "/api/v2/sensors").status_code)
+
+    workers = [threading.Thread(target=work) for _ in range(32)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert statuses == [200] * 32
+    assert server.count("/auth") == 1
+
+
+def test_a_403_recovery_costs_one_auth_call_and_one_resend(
+    server: TaniumServer, make_auth: MakeAuth, http: requests.Session
+) -> None:
+    http.auth = make_auth()
+    server.rotate_on_validate = True
+    server.inject("/api/v2/sensors", status=403)
+    resp = http.get(server.url + "/api/v2/sensors")
+    assert resp.status_code == 200
+    assert server.count("/auth") == 1
+    assert server.count("/api/v2/sensors") == 2  # the request and its one resend
+
