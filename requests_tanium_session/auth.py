@@ -177,12 +177,27 @@ class TaniumSessionAuth(AuthBase):
         ver_check: bool = True,
         requires_server: Optional[str] = None,
     ) -> None:
+        if refresh is not None and not callable(refresh):
+            raise TypeError("refresh must be a callable returning a new session id")
+        if on_token_update is not None and not callable(on_token_update):
+            raise TypeError("on_token_update must be a callable taking the new token")
+        codes = frozenset(refresh_status_codes)
+        if not all(isinstance(c, int) and 400 <= c < 600 for c in codes):
+            raise ValueError("refresh_status_codes must be HTTP error statuses (400-599)")
+        requires = parse_specifier(requires_server) if requires_server is not None else None
+        transport = verify is not True or cert is not None or proxies is not None or allow_http
+        if transport and (http_client is not None or session_id is not None):
+            raise ValueError(
+                "verify, cert, proxies and allow_http configure a new HttpClient; "
+                "set them on the HttpClient you pass instead"
+            )
         timing = {
             "revalidate_after": revalidate_after,
             "expires_after": expires_after,
             "login_timeout": login_timeout,
             "logout_timeout": logout_timeout,
         }
+        self._owns_client = False
         if session_id is not None:
             if not isinstance(session_id, SessionId):
                 raise TypeError("session_id must be a SessionId")
@@ -216,19 +231,11 @@ class TaniumSessionAuth(AuthBase):
                 ver_check=ver_check,
             )
             sid.revalidate_after = revalidate_after
-        if refresh is not None and not callable(refresh):
-            raise TypeError("refresh must be a callable returning a new session id")
-        if on_token_update is not None and not callable(on_token_update):
-            raise TypeError("on_token_update must be a callable taking the new token")
-        codes = frozenset(refresh_status_codes)
-        if not all(isinstance(c, int) and 400 <= c < 600 for c in codes):
-            raise ValueError("refresh_status_codes must be HTTP error statuses (400-599)")
-        self._owns_client = getattr(self, "_owns_client", False)
         self._sid = sid
         self.refresh_status_codes = codes
         self.refresh = refresh
         self.on_token_update = on_token_update
-        self._requires = parse_specifier(requires_server) if requires_server is not None else None
+        self._requires = requires
         self._init_runtime()
         client = sid.http_client
         if client.verify is False:
@@ -290,10 +297,15 @@ class TaniumSessionAuth(AuthBase):
                 proxies=kwargs.pop("proxies", None),
                 allow_http=kwargs.pop("allow_http", False),
             )
-        login = _CredentialLogin(
-            client, username, password, domain, secondary, kwargs.get("login_timeout", 5)
-        )
-        auth = cls(session=login(), http_client=client, refresh=login, **kwargs)
+        try:
+            login = _CredentialLogin(
+                client, username, password, domain, secondary, kwargs.get("login_timeout", 5)
+            )
+            auth = cls(session=login(), http_client=client, refresh=login, **kwargs)
+        except BaseException:
+            if owns:
+                client.close()
+            raise
         auth._owns_client = owns
         return auth
 

@@ -60,4 +60,3 @@ def test_a_403_recovery_costs_one_auth_call_and_one_resend(
     assert resp.status_code == 200
     assert server.count("/auth") == 1
     assert server.count("/api/v2/sensors") == 2  # the request and its one resend
-

@@ -270,6 +270,18 @@ def test_401_from_another_origin_never_triggers_recovery(
     assert calls == [] and server.count("/auth") == 0
     assert evil.count("/api/v2/sensors") == 2
     assert all("session" not in r.headers for r in evil.received())
+    # even a foreign request that carries the header (the caller put it there) and the
+    # hook (called directly) is never checked, refreshed or resent by the auth
+    auth = http.auth
+    assert isinstance(auth, TaniumSessionAuth)
+    evil.inject("/api/v2/sensors", status=401)
+    resp = requests.get(
+        evil.url + "/api/v2/sensors",
+        headers={"session": auth.session_id.token},
+        hooks={"response": auth.handle_response},
+    )
+    assert resp.status_code == 401 and resp.history == []
+    assert calls == [] and server.count("/auth") == 0 and evil.count("/api/v2/sensors") == 3
 
 
 # -- transport ----------------------------------------------------------------------

@@ -1,0 +1,229 @@
+"""The ``tanium-session`` command, run as a subprocess against the local server."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Optional
+
+import pytest
+import requests
+
+from requests_tanium_session import __version__
+from requests_tanium_session.testing import TaniumServer
+
+from .conftest import free_port
+
+
+def run(
+    *args: str, env: Optional[dict[str, str]] = None, stdin: str = "", timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("TANIUM_")}
+    base.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "requests_tanium_session", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=base,
+        timeout=timeout,
+    )
+
+
+def _no_traceback(proc: subprocess.CompletedProcess[str]) -> None:
+    assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout
+
+
+def test_demo_tells_the_story() -> None:
+    proc = run("demo", "--threads", "2", "--requests", "10")
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "10/10 answered 200; /auth calls: 0" in out
+    assert "/auth calls for it: 1" in out
+    assert "InvalidToken" in out and "done:" in out
+
+
+def test_demo_rejects_bad_counts() -> None:
+    proc = run("demo", "--threads", "0")
+    assert proc.returncode == 2 and "at least 1" in proc.stderr
+    _no_traceback(proc)
+
+
+def test_validate_from_env(server: TaniumServer) -> None:
+    token = server.new_session()
+    proc = run("validate", env={"TANIUM_URL": server.url, "TANIUM_SESSION": token})
+    assert proc.returncode == 0, proc.stderr
+    assert "valid session for uid 1" in proc.stdout
+    assert "7.3.314.3424" in proc.stdout and "rotated: no" in proc.stdout
+    assert token not in proc.stdout + proc.stderr
+
+
+def test_validate_json_and_rotation(server: TaniumServer) -> None:
+    server.rotate_on_validate = True
+    token = server.new_session()
+    proc = run("validate", "--json", "--url", server.url, env={"TANIUM_SESSION": token})
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout)
+    assert info == {
+        "url": server.url, "valid": True, "uid": 1, "api_token": False,
+        "server_version": "7.3.314.3424", "rotated": True,
+    }  # fmt: skip
+    assert token not in proc.stdout
+
+
+def test_validate_reads_the_session_from_the_prompt(server: TaniumServer) -> None:
+    token = server.new_session()
+    proc = run("validate", "--url", server.url, stdin=token + "\n")
+    assert proc.returncode == 0, proc.stderr
+    assert "valid session" in proc.stdout and token not in proc.stdout + proc.stderr
+
+
+def test_validate_api_token(server: TaniumServer) -> None:
+    proc = run(
+        "validate", "--json", "--url", server.url, env={"TANIUM_SESSION": server.new_api_token()}
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["api_token"] is True
+    assert server.count("/auth") == 0
+
+
+def test_rejected_session_exits_1_with_one_line(server: TaniumServer) -> None:
+    token = server.new_session()
+    server.revoke(token)
+    proc = run("validate", "--url", server.url, env={"TANIUM_SESSION": token})
+    assert proc.returncode == 1
+    assert proc.stderr.count("\n") == 1 and "rejected" in proc.stderr
+    assert token not in proc.stderr
+    _no_traceback(proc)
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "stdin", "words"),
+    [
+        (["validate"], {"TANIUM_SESSION": "1-2-ab"}, "", "TANIUM_URL"),
+        (["validate", "--url", "http://127.0.0.1:1"], {}, "", "no session"),
+        (["validate", "--url", "ftp://x"], {"TANIUM_SESSION": "1-2-ab"}, "", "url"),
+        (
+            ["validate", "--url", "http://tanium.example.com"],
+            {"TANIUM_SESSION": "1-2-ab"},
+            "",
+            "allow_http",
+        ),
+        (
+            ["validate", "--url", "http://127.0.0.1:1"],
+            {"TANIUM_SESSION": "bad value\x01"},
+            "",
+            "session",
+        ),
+    ],
+    ids=["no-url", "no-session", "bad-url", "remote-http", "bad-session"],
+)
+def test_configuration_errors_exit_2(
+    args: list[str], env: dict[str, str], stdin: str, words: str
+) -> None:
+    proc = run(*args, env=env, stdin=stdin)
+    assert proc.returncode == 2
+    assert words in proc.stderr
+    assert "bad value" not in proc.stderr
+    _no_traceback(proc)
+
+
+def test_transport_error_exits_2() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    proc = run("validate", "--url", url, "--timeout", "2", env={"TANIUM_SESSION": "1-2-abc"})
+    assert proc.returncode == 2 and "ConnectionError" in proc.stderr
+    _no_traceback(proc)
+
+
+def test_session_is_never_taken_from_argv() -> None:
+    proc = run("validate", "--session", "1-2-abc")
+    assert proc.returncode == 2 and "unrecognized arguments" in proc.stderr
+
+
+def test_usage_error_exits_2() -> None:
+    assert run().returncode == 2
+    assert run("nonsense").returncode == 2
+
+
+def test_logout_and_logout_all(server: TaniumServer) -> None:
+    token = server.new_session()
+    other = server.new_session()
+    proc = run("logout", "--url", server.url, env={"TANIUM_SESSION": token})
+    assert proc.returncode == 0, proc.stderr
+    assert not server.is_valid(token) and server.is_valid(other)
+    proc = run("logout", "--all", "--url", server.url, env={"TANIUM_SESSION": server.new_session()})
+    assert proc.returncode == 0 and not server.is_valid(other)
+    proc = run("logout", "--url", server.url, env={"TANIUM_SESSION": token})
+    assert proc.returncode == 1
+
+
+def test_tls_with_ca_bundle_and_insecure(tls_server: TaniumServer, ca_bundle: str) -> None:
+    env = {"TANIUM_SESSION": tls_server.new_session()}
+    ok = run("validate", "--url", tls_server.url, "--ca-bundle", ca_bundle, env=env)
+    assert ok.returncode == 0, ok.stderr
+    refused = run("validate", "--url", tls_server.url, env=env)
+    assert refused.returncode == 2 and "SSLError" in refused.stderr
+    insecure = run("validate", "--url", tls_server.url, "--insecure", env=env)
+    assert insecure.returncode == 0
+    assert insecure.stderr.count("verification is off") == 1
+
+
+def test_verbose_shows_debug_without_secrets(server: TaniumServer) -> None:
+    token = server.new_session()
+    proc = run("--verbose", "validate", "--url", server.url, env={"TANIUM_SESSION": token})
+    assert proc.returncode == 0
+    assert "DEBUG" in proc.stderr and "/auth" in proc.stderr
+    assert token not in proc.stderr + proc.stdout
+
+
+def test_version() -> None:
+    proc = run("--version")
+    assert proc.returncode == 0 and __version__ in proc.stdout
+
+
+def _serve(*extra: str) -> tuple[subprocess.Popen[str], dict[str, str]]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "requests_tanium_session", "serve", "--duration", "30", *extra],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    info: dict[str, str] = {}
+    for line in proc.stdout:
+        if line.startswith("press Ctrl-C"):
+            break
+        key, _, value = line.partition(": ") if ": " in line else line.partition(" at ")
+        info[key.strip()] = value.strip()
+    return proc, info
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["http", "tls"])
+def test_serve_prints_url_session_and_api_token(tls: bool) -> None:
+    proc, info = _serve(*(["--tls"] if tls else []))
+    try:
+        url = info["local Tanium server"]
+        verify: object = info["CA bundle"] if tls else True
+        assert url.startswith("https://" if tls else "http://")
+        for key in ("session id", "API token"):
+            resp = requests.get(
+                url + "/api/v2/sensors", headers={"session": info[key]}, verify=verify
+            )  # type: ignore[arg-type]
+            assert resp.status_code == 200
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        if proc.stdout:
+            proc.stdout.close()
+        if tls:
+            Path(info["CA bundle"]).unlink()
+
+
+def test_console_script_is_installed() -> None:
+    script = Path(sys.executable).parent / "tanium-session"
+    if not script.exists():
+        pytest.skip("package not installed in this interpreter's environment")
+    proc = subprocess.run([str(script), "--version"], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0 and __version__ in proc.stdout
