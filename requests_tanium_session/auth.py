@@ -204,6 +204,8 @@ class TaniumSessionAuth(AuthBase):
             if url is not None or session is not None or http_client is not None:
                 raise ValueError("pass session_id= alone, or url= and session=, not both")
             sid = session_id
+            if on_token_update is None:
+                on_token_update = sid.on_token_update  # keep the callback it came with
             # Only the timings given explicitly override the ready SessionId.
             for name, value in timing.items():
                 if value != _DEFAULTS[name]:

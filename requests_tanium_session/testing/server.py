@@ -223,7 +223,9 @@ def _json(status: int, data: Any) -> tuple[int, bytes, dict[str, str]]:
 
 
 class TaniumServer:
-    """A local Tanium server on ``127.0.0.1`` (TLS when given an ``ssl_context``).
+    """A local Tanium server on ``127.0.0.1`` (TLS when given a certificate).
+
+    TLS: pass ``certfile`` (and ``keyfile``) or a server ``ssl_context``.
 
     Use as a context manager or call ``start()``/``stop()``. ``url`` is its base URL.
     Server-side counters (``counts``, ``statuses``) and the request log (``requests``)
@@ -234,6 +236,8 @@ class TaniumServer:
         self,
         *,
         ssl_context: Optional[ssl.SSLContext] = None,
+        certfile: Optional[str] = None,
+        keyfile: Optional[str] = None,
         host: str = "127.0.0.1",
         port: int = 0,
         version: str = DEFAULT_VERSION,
@@ -243,6 +247,11 @@ class TaniumServer:
         auth_reject_status: int = 401,
         record: int = 10_000,
     ) -> None:
+        if certfile is not None:
+            if ssl_context is not None:
+                raise ValueError("pass ssl_context= or certfile=, not both")
+            ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ssl_context.load_cert_chain(certfile, keyfile)
         self.ssl_context = ssl_context
         #: Path of a CA bundle that verifies this server's certificate, when known.
         self.ca_bundle: Optional[str] = None
@@ -395,6 +404,15 @@ class TaniumServer:
         """Forget every session, as a restarted server does."""
         with self._lock:
             self._sessions.clear()
+
+    def expire(self, token: str) -> None:
+        """Make one session idle past its lifetime, as if unused for too long."""
+        with self._lock:
+            sess = self._sessions.get(token)
+            if sess is not None:
+                sess.last_seen -= self.session_expiration_seconds + 1
+                if sess.expires_at is not None:
+                    sess.expires_at = self.clock.now()
 
     def expire_all(self) -> None:
         """Advance the clock past the idle lifetime: every session expires."""
