@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import io
-import random
 import threading
 import time
 from collections.abc import Iterator
@@ -24,6 +23,7 @@ from requests_tanium_session import (
     TaniumSessionAuth,
 )
 from requests_tanium_session.testing import DEFAULT_USER, TaniumServer
+from requests_tanium_session.testing.chaos import run_load
 
 MakeAuth = Callable[..., TaniumSessionAuth]
 USER, PASSWORD = DEFAULT_USER[0], DEFAULT_USER[1]
@@ -440,68 +440,13 @@ def test_gateway_errors_absorbed_then_unavailable(
 
 def test_load_with_expiry_rotation_revocation_and_503s(server: TaniumServer) -> None:
     """8 threads x 150 requests while the server expires, rotates, revokes and fails."""
-    threads, per_thread = 8, 150
-    auth = TaniumSessionAuth.from_credentials(server.url, USER, PASSWORD)
-    failures: list[str] = []
-    statuses: list[int] = []
-    events = {"deaths": 0}
-    stop = threading.Event()
-    rng = random.Random(7)
-
-    def settle(generation: int) -> None:
-        # let the clients recover from one death before the next: a resend may
-        # legitimately fail if its fresh token is killed before it arrives
-        deadline = time.monotonic() + 5
-        sid = auth.session_id
-        while (sid.generation == generation or not sid.logged_in) and time.monotonic() < deadline:
-            time.sleep(0.005)
-        time.sleep(0.1)
-
-    def chaos() -> None:
-        while not stop.is_set():
-            time.sleep(0.03)
-            kind = rng.choice(["expire", "rotate", "revoke", "503"])
-            generation = auth.session_id.generation
-            if kind == "expire":
-                server.expire_all()
-                events["deaths"] += 1
-                settle(generation)
-            elif kind == "rotate":
-                server.rotate_on_validate = not server.rotate_on_validate
-            elif kind == "revoke":
-                current = auth.session_id._token
-                if current:
-                    server.revoke(current)
-                    events["deaths"] += 1
-                    settle(generation)
-            else:
-                server.inject("/api/v2/sensors", status=503, count=1)
-
-    def work() -> None:
-        with requests.Session() as s:
-            _retrying(s, total=5).auth = auth
-            for _ in range(per_thread):
-                try:
-                    statuses.append(s.get(server.url + "/api/v2/sensors").status_code)
-                except Exception as exc:  # pragma: no cover - reported below
-                    failures.append(type(exc).__name__)
-
-    monkey = threading.Thread(target=chaos)
-    monkey.start()
-    workers = [threading.Thread(target=work) for _ in range(threads)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
-    stop.set()
-    monkey.join()
-    auth.close()
-    assert failures == []
-    assert statuses == [200] * (threads * per_thread)
-    deaths = events["deaths"]
-    assert deaths > 0
+    with TaniumSessionAuth.from_credentials(server.url, USER, PASSWORD) as auth:
+        report = run_load(server, auth, threads=8, per_thread=150)
+    assert report.errors == {}
+    assert report.statuses == {200: 1200}
+    assert report.deaths > 0 and report.events["503"] > 0
     # each death costs at most one validation and one login, however many threads saw it
-    assert _validations(server) <= deaths + 1
-    assert _logins(server) <= deaths + 1
-    # a request may already be on the wire when another thread learns its token is dead
-    assert server.used_after_rejection <= threads * deaths
+    assert report.validations <= report.deaths + 1
+    assert report.logins <= report.deaths + 1
+    # only requests already on the wire when another thread learned of a death
+    assert report.used_after_rejection <= report.threads * report.deaths

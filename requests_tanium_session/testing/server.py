@@ -268,6 +268,8 @@ class TaniumServer:
         self.clock = Clock()
         self.counts: Counter[str] = Counter()
         self.statuses: Counter[tuple[str, int]] = Counter()
+        #: ``/auth`` calls answered (faults aside) by kind: login, validate, logout.
+        self.auth_calls: Counter[str] = Counter()
         #: Protected requests that carried a token after the server had refused it on
         #: ``/auth`` or ``validate``: a client should stop using a token once told.
         self.used_after_rejection = 0
@@ -474,6 +476,7 @@ class TaniumServer:
         with self._lock:
             self.counts.clear()
             self.statuses.clear()
+            self.auth_calls.clear()
             self.requests.clear()
             self.used_after_rejection = 0
 
@@ -523,7 +526,16 @@ class TaniumServer:
         return _json(404, {"text": "not found"})
 
     def _auth(self, headers: dict[str, str]) -> tuple[int, bytes, dict[str, str]]:
-        if "username" in headers or "password" in headers:
+        kind = (
+            "login"
+            if "username" in headers or "password" in headers
+            else "logout"
+            if "logout" in headers
+            else "validate"
+        )
+        with self._lock:
+            self.auth_calls[kind] += 1
+        if kind == "login":
             try:
                 name = base64.b64decode(headers.get("username", ""), validate=True).decode()
                 password = base64.b64decode(headers.get("password", ""), validate=True).decode()
