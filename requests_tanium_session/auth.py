@@ -10,7 +10,6 @@ import threading
 import warnings
 from collections.abc import Callable, Collection, Mapping
 from time import monotonic
-from types import TracebackType
 from typing import Any, Optional, Union
 from urllib.parse import urljoin, urlparse
 
@@ -26,7 +25,7 @@ from .exceptions import (
     LoginError,
     VersionMismatchError,
 )
-from .http_client import DEFAULT_PORTS, HttpClient, origin_of
+from .http_client import DEFAULT_PORTS, Closing, HttpClient, origin_of
 from .session_id import (
     AUTH_PATH,
     SessionId,
@@ -147,7 +146,7 @@ class _CredentialLogin:
         raise TypeError("credentials are never pickled")
 
 
-class TaniumSessionAuth(AuthBase):
+class TaniumSessionAuth(Closing, AuthBase):
     """Puts the Tanium ``session`` header on requests to one Tanium origin.
 
     Revalidates the session through ``/auth`` when it has gone stale, recovers from
@@ -344,17 +343,6 @@ class TaniumSessionAuth(AuthBase):
         """Close the ``/auth`` client when this object made it."""
         if self._owns_client:
             self._sid.http_client.close()
-
-    def __enter__(self) -> TaniumSessionAuth:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: Optional[type[BaseException]],
-        exc: Optional[BaseException],
-        tb: Optional[TracebackType],
-    ) -> None:
-        self.close()
 
     # -- the request path ---------------------------------------------------------
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Mapping
 from types import TracebackType
-from typing import Any, Optional, Union
+from typing import Any, Optional, TypeVar, Union
 from urllib.parse import urlsplit
 
 import requests
@@ -118,7 +118,28 @@ def _normalise(url: object, allow_http: bool) -> tuple[str, Origin]:
     return f"{scheme}://{netloc}{path}", origin
 
 
-class HttpClient:
+_C = TypeVar("_C", bound="Closing")
+
+
+class Closing:
+    """``with obj:`` calls ``obj.close()`` on the way out."""
+
+    def close(self) -> None:
+        """Release what this object holds."""
+
+    def __enter__(self: _C) -> _C:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: Optional[type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None:
+        self.close()
+
+
+class HttpClient(Closing):
     """The Tanium server's base URL and a private ``requests.Session`` for ``/auth``.
 
     The private session never carries the caller's ``auth``; every call passes a
@@ -197,17 +218,6 @@ class HttpClient:
         """Close the private session (a supplied session is left to its owner)."""
         if self._owns_session:
             self.session.close()
-
-    def __enter__(self) -> HttpClient:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: Optional[type[BaseException]],
-        exc: Optional[BaseException],
-        tb: Optional[TracebackType],
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"HttpClient(url={self.url!r}, verify={self.verify!r})"

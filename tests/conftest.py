@@ -10,12 +10,14 @@ import logging
 import os
 import socket
 import ssl
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable
 
 import pytest
 import requests
+import requests.auth
 import trustme
 from hypothesis import settings
 
@@ -145,6 +147,29 @@ def make_auth(server: TaniumServer) -> Iterator[Callable[..., TaniumSessionAuth]
 def http() -> Iterator[requests.Session]:
     with requests.Session() as s:
         yield s
+
+
+def concurrent_gets(
+    url: str, auth: requests.auth.AuthBase, threads: int, per_thread: int = 1
+) -> list[int]:
+    """Statuses of GETs to ``url`` from ``threads`` threads released together by a
+    barrier, each with a ``requests.Session`` of its own sharing ``auth``."""
+    gate = threading.Barrier(threads)
+    statuses: list[int] = []
+
+    def work() -> None:
+        with requests.Session() as s:
+            s.auth = auth
+            gate.wait()
+            for _ in range(per_thread):
+                statuses.append(s.get(url).status_code)
+
+    workers = [threading.Thread(target=work) for _ in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    return statuses
 
 
 def free_port() -> int:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pickle
-import threading
 import time
 from typing import Callable
 
@@ -19,7 +18,7 @@ from requests_tanium_session import (
 )
 from requests_tanium_session.testing import TaniumServer
 
-from .conftest import Servers
+from .conftest import Servers, concurrent_gets
 
 MakeAuth = Callable[..., TaniumSessionAuth]
 
@@ -137,22 +136,9 @@ def test_non_2xx_does_not_confirm(
 def test_one_auth_serves_many_sessions_and_threads(
     server: TaniumServer, make_auth: MakeAuth
 ) -> None:
-    auth = make_auth()
-    barrier = threading.Barrier(8)
-    statuses: list[int] = []
-
-    def work() -> None:
-        with requests.Session() as s:
-            s.auth = auth
-            barrier.wait()
-            for _ in range(10):
-                statuses.append(s.get(server.url + "/api/v2/sensors").status_code)
-
-    threads = [threading.Thread(target=work) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    statuses = concurrent_gets(
+        server.url + "/api/v2/sensors", make_auth(), threads=8, per_thread=10
+    )
     assert statuses == [200] * 80
     assert server.count("/auth") == 0
 

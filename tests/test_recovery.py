@@ -25,6 +25,8 @@ from requests_tanium_session import (
 from requests_tanium_session.testing import DEFAULT_USER, TaniumServer
 from requests_tanium_session.testing.chaos import run_load
 
+from .conftest import concurrent_gets
+
 MakeAuth = Callable[..., TaniumSessionAuth]
 USER, PASSWORD = DEFAULT_USER[0], DEFAULT_USER[1]
 
@@ -224,20 +226,7 @@ def test_concurrent_threads_share_one_refresh(server: TaniumServer, make_auth: M
 
     auth = make_auth(refresh=refresh)
     server.revoke(auth.session_id.token)
-    barrier = threading.Barrier(16)
-    statuses: list[int] = []
-
-    def work() -> None:
-        with requests.Session() as s:
-            s.auth = auth
-            barrier.wait()
-            statuses.append(s.get(server.url + "/api/v2/sensors").status_code)
-
-    threads = [threading.Thread(target=work) for _ in range(16)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    statuses = concurrent_gets(server.url + "/api/v2/sensors", auth, threads=16)
     assert statuses == [200] * 16
     assert len(calls) == 1
     assert server.count("/auth") == 1

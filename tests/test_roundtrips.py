@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from typing import Callable
 
@@ -10,6 +9,8 @@ import requests
 
 from requests_tanium_session import TaniumSessionAuth
 from requests_tanium_session.testing import TaniumServer
+
+from .conftest import concurrent_gets
 
 MakeAuth = Callable[..., TaniumSessionAuth]
 
@@ -32,20 +33,7 @@ def test_32_threads_stale_at_once_make_one_auth_call(
     auth = make_auth(revalidate_after=0.01)
     time.sleep(0.02)
     server.inject("/auth", delay=0.1, passthrough=True)
-    gate = threading.Barrier(32)
-    statuses: list[int] = []
-
-    def work() -> None:
-        with requests.Session() as s:
-            s.auth = auth
-            gate.wait()
-            statuses.append(s.get(server.url + "/api/v2/sensors").status_code)
-
-    workers = [threading.Thread(target=work) for _ in range(32)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
+    statuses = concurrent_gets(server.url + "/api/v2/sensors", auth, threads=32)
     assert statuses == [200] * 32
     assert server.count("/auth") == 1
 
