@@ -222,3 +222,31 @@ def test_repr_and_pickle_hide_the_token(server: TaniumServer, make_auth: MakeAut
     clone.token = fresh
     assert requests.get(server.url + "/api/v2/sensors", auth=clone).status_code == 200
     clone.close()
+
+
+def test_api_token_through_the_adapter(server: TaniumServer, http: requests.Session) -> None:
+    token = server.new_api_token()
+    with TaniumSessionAuth(server.url, token, revalidate_after=0.01) as auth:
+        http.auth = auth
+        assert auth.session_id.uid is None
+        time.sleep(0.02)
+        assert http.get(server.url + "/api/v2/sensors").status_code == 200
+        assert server.count("/api/v2/session/validate") == 1
+        server.revoke(token)
+        with pytest.raises(LoginError) as info:
+            http.get(server.url + "/api/v2/sensors")
+        for word in ("expired", "revoked", "rotated", "trusted"):
+            assert word in str(info.value)
+        assert token not in str(info.value)
+    assert server.count("/auth") == 0
+
+
+def test_api_token_rejection_consults_refresh(server: TaniumServer, http: requests.Session) -> None:
+    token = server.new_api_token()
+    with TaniumSessionAuth(server.url, token, refresh=server.new_api_token) as auth:
+        http.auth = auth
+        server.revoke(token)
+        resp = http.get(server.url + "/api/v2/sensors")
+        assert resp.status_code == 200 and len(resp.history) == 1
+        assert auth.session_id.token != token
+    assert server.count("/auth") == 0
