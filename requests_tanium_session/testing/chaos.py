@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import requests
 from requests.adapters import HTTPAdapter
+from requests.auth import AuthBase
 from urllib3.util import Retry
 
 from ..auth import TaniumSessionAuth
@@ -37,6 +38,8 @@ class LoadReport:
     validations: int = 0  # /auth calls that validated a session
     logins: int = 0  # /auth calls that logged in (the refresh)
     used_after_rejection: int = 0  # requests that arrived with a token already refused
+    tokens: int = 1  # distinct tokens the auth held during the run
+    sent_superseded: int = 0  # requests prepared after their token had been replaced
 
     @property
     def requests(self) -> int:
@@ -65,9 +68,27 @@ class LoadReport:
             f"(at most one per death: {'yes' if self.validations <= self.deaths + 1 else 'NO'})",
             f"/auth logins (refresh): {self.logins} "
             f"(at most one per death: {'yes' if self.logins <= self.deaths + 1 else 'NO'})",
+            f"requests prepared with a token the client had already replaced: "
+            f"{self.sent_superseded} (tokens held: {self.tokens})",
             f"requests that reached the server with a token it had already refused: "
             f"{self.used_after_rejection} (in flight when another thread learned it)",
         ]
+
+
+class _Watch(AuthBase):
+    """Wraps the auth to note, per request, the token sent and when preparing began."""
+
+    def __init__(self, inner: TaniumSessionAuth, sends: list[tuple[float, str]]) -> None:
+        self.inner = inner
+        self.sends = sends
+
+    def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
+        began = time.monotonic()
+        r = self.inner(r)
+        token = r.headers.get("session")
+        if token is not None:
+            self.sends.append((began, token))  # list.append is atomic
+        return r
 
 
 def run_load(
@@ -85,6 +106,10 @@ def run_load(
 
     After each death the chaos waits until the auth holds a new live session, then
     ``settle`` seconds more, so that every request can recover with its one resend.
+
+    ``sent_superseded`` counts requests whose preparation *began* after the auth had
+    already replaced their token (the moment is taken from ``on_token_update``, which
+    fires after the swap): a sound count, with no false positives from races.
     """
     report = LoadReport(threads, per_thread)
     rng = random.Random(seed)
@@ -92,6 +117,17 @@ def run_load(
     lock = threading.Lock()
     sid = auth.session_id
     server.reset_counts()
+    sends: list[tuple[float, str]] = []
+    adopted: list[tuple[float, str]] = [(time.monotonic(), sid._token or "")]
+    previous = auth.on_token_update
+
+    def noted(token: str) -> None:
+        adopted.append((time.monotonic(), token))
+        if previous is not None:
+            previous(token)
+
+    auth.on_token_update = noted
+    watch = _Watch(auth, sends)
 
     def recovered(generation: int) -> None:
         deadline = time.monotonic() + 10
@@ -125,7 +161,7 @@ def run_load(
         with requests.Session() as s:
             s.mount("http://", HTTPAdapter(max_retries=retry))
             s.mount("https://", HTTPAdapter(max_retries=retry))
-            s.auth = auth
+            s.auth = watch
             if server.ca_bundle:
                 s.verify = server.ca_bundle
             for _ in range(per_thread):
@@ -151,4 +187,10 @@ def run_load(
     report.validations = server.auth_calls["validate"]
     report.logins = server.auth_calls["login"]
     report.used_after_rejection = server.used_after_rejection
+    auth.on_token_update = previous
+    superseded_at = {token: adopted[i + 1][0] for i, (_, token) in enumerate(adopted[:-1])}
+    report.tokens = len(adopted)
+    report.sent_superseded = sum(
+        1 for began, token in sends if began > superseded_at.get(token, float("inf"))
+    )
     return report
