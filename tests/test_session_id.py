@@ -98,12 +98,12 @@ def test_no_auth_call_before_revalidate_after(server: TaniumServer, sid: Session
 
 
 def test_exactly_one_auth_call_after_revalidate_after(server: TaniumServer, sid: SessionId) -> None:
-    sid.revalidate_after = 0.05
-    time.sleep(0.06)
+    sid.revalidate_after = 0.2
+    time.sleep(0.21)
     for _ in range(5):
         sid.token  # noqa: B018
     assert server.count("/auth") == 1
-    assert sid.last_used is not None and sid.last_used < 0.05
+    assert sid.last_used is not None and sid.last_used < 0.2
 
 
 def test_confirmed_at_construction(sid: SessionId) -> None:
@@ -428,9 +428,8 @@ def test_on_token_update_errors_are_contained(server: TaniumServer, sid: Session
 
 
 def test_confirm_by_another_token_does_not_refresh_clock(sid: SessionId) -> None:
-    sid.revalidate_after = 0.01
-    time.sleep(0.02)
+    time.sleep(0.3)
     sid.confirm("1-1-notthetoken")
-    assert sid.last_used is not None and sid.last_used >= 0.01
+    assert sid.last_used is not None and sid.last_used >= 0.3
     sid.confirm(sid._token or "")
-    assert sid.last_used < 0.01
+    assert sid.last_used < 0.3
