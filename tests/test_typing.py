@@ -12,6 +12,8 @@ import pytest
 import requests_tanium_session
 
 SAMPLE = """
+from typing import Optional
+
 import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util import Retry
@@ -31,7 +33,7 @@ def fetch(url: str, session_id: str) -> list[dict[str, object]]:
     return data
 
 
-def check(url: str, session_id: str) -> int | None:
+def check(url: str, session_id: str) -> Optional[int]:
     with HttpClient(url) as client:
         sid = SessionId(client, session_id)
         token: str = sid.validate()
