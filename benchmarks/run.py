@@ -295,7 +295,7 @@ def main() -> None:
     hp = hot_path(reps, 5000 if q else 20000)
     r = hp["ours"] / hp["basic"]
     row(
-        "__call__ on a fresh token (µs/call)",
+        "`__call__` on a fresh token (µs/call)",
         f"HTTPBasicAuth {hp['basic']:.2f}; bare header {hp['bare']:.2f}",
         f"{hp['ours']:.2f}",
         f"{r:.2f}x Basic (goal ≤ 1.0x)",
