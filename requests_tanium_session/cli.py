@@ -61,10 +61,15 @@ def _demo(args: argparse.Namespace) -> int:
     with TaniumServer() as server:
         _out(f"local Tanium server at {server.url} (version {server.version})")
         session_id = server.new_session()
+        # Everything here is on loopback: no proxy from the environment applies.
         http = requests.Session()
+        http.trust_env = False
         retry = Retry(total=3, backoff_factor=0.05, status_forcelist=[502, 503, 504])
         http.mount("http://", HTTPAdapter(max_retries=retry))
-        auth = TaniumSessionAuth(server.url, session_id, revalidate_after=gap)
+        private = requests.Session()
+        private.trust_env = False
+        client = HttpClient(server.url, session=private)
+        auth = TaniumSessionAuth(session=session_id, http_client=client, revalidate_after=gap)
         http.auth = auth
         api = server.url + "/api/v2/sensors"
 
@@ -92,7 +97,7 @@ def _demo(args: argparse.Namespace) -> int:
         total = sum(n for path, n in server.counts.items() if path != "/auth")
         _out(f"done: {total} API requests, {server.count('/auth')} /auth calls in all")
         http.close()
-        auth.close()
+        private.close()
     return code
 
 
