@@ -9,7 +9,6 @@ import os
 import threading
 import warnings
 from collections.abc import Callable, Collection, Mapping
-from time import monotonic
 from typing import Any, Optional, Union
 from urllib.parse import urljoin, urlparse
 
@@ -249,8 +248,7 @@ class TaniumSessionAuth(Closing, AuthBase):
 
     def _init_runtime(self) -> None:
         """State that is rebuilt after unpickling: locks, the bound hook, prefixes."""
-        scheme, host, port = self._sid.http_client.origin
-        self._origin = (scheme, host, port)
+        self._origin = scheme, host, port = self._sid.http_client.origin
         prefixes = [f"{scheme}://{host}:{port}/"]
         if port == DEFAULT_PORTS[scheme]:
             prefixes.append(f"{scheme}://{host}/")
@@ -352,15 +350,11 @@ class TaniumSessionAuth(Closing, AuthBase):
 
     def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
         url = r.url
-        if not url or not (url.startswith(self._prefixes) or origin_of(url) == self._origin):
+        if not url or not self.is_tanium_url(url):
             return r
         if self._gate:
             self._check_server()
-        sid = self._sid
-        token = sid._token
-        if token is None or monotonic() - sid._confirmed_at >= sid._revalidate_after:
-            token = self._current_token()
-        r.headers[HEADER] = token
+        r.headers[HEADER] = self._sid.fresh_token() or self._current_token()
         r.hooks["response"].append(self._hook)
         return r
 
@@ -383,7 +377,8 @@ class TaniumSessionAuth(Closing, AuthBase):
 
     def _check_server(self) -> None:
         with self._gate_lock:
-            if self._gate and self._gate_error is None and self._requires is not None:
+            if self._gate and self._gate_error is None:
+                assert self._requires is not None
                 client = self._sid.http_client
                 try:
                     version = get_server_version(client, timeout=self._sid.login_timeout)
@@ -410,7 +405,7 @@ class TaniumSessionAuth(Closing, AuthBase):
         """Response hook: confirm on 2xx, guard redirects, recover from 401/403."""
         req = r.request
         url = req.url
-        if not url or not (url.startswith(self._prefixes) or origin_of(url) == self._origin):
+        if not url or not self.is_tanium_url(url):
             return r
         sent = req.headers.get(HEADER)
         status = r.status_code

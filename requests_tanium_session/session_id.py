@@ -207,6 +207,7 @@ class SessionId:
                 check_requirement(version, self.get_version_req(), src=http_client.url)
 
     def _init_state(self) -> None:
+        """The lock and the state of a new object with no token yet."""
         self._lock = threading.Lock()
         self._flights: dict[str, _Flight] = {}
         self._token = None
@@ -294,13 +295,17 @@ class SessionId:
 
     # -- state ----------------------------------------------------------------
 
-    @property
-    def token(self) -> str:
-        """The current token, validated first when it has gone stale."""
+    def fresh_token(self) -> Optional[str]:
+        """The token if confirmed less than ``revalidate_after`` ago, else None (no lock)."""
         tok = self._token
         if tok is not None and monotonic() - self._confirmed_at < self._revalidate_after:
             return tok
-        return self._revalidate("stale token")
+        return None
+
+    @property
+    def token(self) -> str:
+        """The current token, validated first when it has gone stale."""
+        return self.fresh_token() or self._revalidate("stale token")
 
     @token.setter
     def token(self, value: str) -> None:
@@ -372,7 +377,7 @@ class SessionId:
 
     def confirm(self, token: str) -> None:
         """Record that a request carrying ``token`` succeeded (no lock: one float store)."""
-        if token is self._token or token == self._token:
+        if token == self._token:
             self._confirmed_at = monotonic()
 
     # -- server calls ---------------------------------------------------------
@@ -413,12 +418,9 @@ class SessionId:
 
     def _revalidate(self, cause: str) -> str:
         def fresh() -> Optional[str]:
-            tok = self._token
-            if tok is None:
+            if self._token is None:
                 raise self._not_logged_in()
-            if monotonic() - self._confirmed_at < self._revalidate_after:
-                return tok
-            return None
+            return self.fresh_token()
 
         return self._single_flight("validate", partial(self._validate_once, cause), fresh)
 
@@ -518,14 +520,7 @@ class SessionId:
         api = is_api_token(token)
         path = VALIDATE_PATH if api else AUTH_PATH
         self.log.debug("POST %s for uid %s at %s (cause: %s)", path, self._uid, self.url, cause)
-        if api:
-            resp = self._http_client.request(
-                "POST", path, json={"session": token}, timeout=self._login_timeout, stream=True
-            )
-        else:
-            resp = self._http_client.request(
-                "POST", path, headers={"session": token}, timeout=self._login_timeout, stream=True
-            )
+        resp = self._post_token(token, VALIDATE_PATH, self._login_timeout, stream=True)
         with resp:
             status = resp.status_code
             self.log.debug("POST %s answered %s", path, status)
@@ -575,6 +570,19 @@ class SessionId:
             self._notify(new)
         return new
 
+    def _post_token(
+        self, token: str, api_path: str, timeout: float, stream: bool = False, **headers: str
+    ) -> requests.Response:
+        """POST ``token``: to ``/auth`` in the ``session`` header (plus ``headers``), or,
+        for an API token, to ``api_path`` as JSON ``{"session": token}``."""
+        if is_api_token(token):
+            return self._http_client.request(
+                "POST", api_path, json={"session": token}, timeout=timeout, stream=stream
+            )
+        return self._http_client.request(
+            "POST", AUTH_PATH, headers={"session": token, **headers}, timeout=timeout, stream=stream
+        )
+
     def _kill(self, token: str, why: str) -> None:
         with self._lock:
             if self._token == token:
@@ -595,19 +603,9 @@ class SessionId:
         token = self._token
         if token is None:
             raise self._not_logged_in()
-        if is_api_token(token):
-            if flag == "1":
-                raise TypeError("logout_all() needs a session id, not an API token")
-            resp = self._http_client.request(
-                "POST", LOGOUT_PATH, json={"session": token}, timeout=self._logout_timeout
-            )
-        else:
-            resp = self._http_client.request(
-                "POST",
-                AUTH_PATH,
-                headers={"session": token, "logout": flag},
-                timeout=self._logout_timeout,
-            )
+        if flag == "1" and is_api_token(token):
+            raise TypeError("logout_all() needs a session id, not an API token")
+        resp = self._post_token(token, LOGOUT_PATH, self._logout_timeout, logout=flag)
         with resp:
             status = resp.status_code
             self.log.debug("logout (%s, cause: %s) answered %s", flag, cause, status)
@@ -651,9 +649,7 @@ class SessionId:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._lock = threading.Lock()
-        self._flights = {}
-        self._token = None
+        self._init_state()
         self._ended = self._UNPICKLED
         self.on_token_update = None
         self.log = self._make_log()
