@@ -5,7 +5,7 @@
 
 import logging
 
-from .auth import TaniumSessionAuth
+from .auth import TaniumSession, TaniumSessionAuth
 from .exceptions import (
     AuthServiceUnavailable,
     GetPlatformVersionWarning,
@@ -31,6 +31,7 @@ __all__ = [
     "NotLoggedInError",
     "SessionId",
     "TaniumAuthError",
+    "TaniumSession",
     "TaniumSessionAuth",
     "VersionMismatchError",
     "__version__",

@@ -1,11 +1,11 @@
-"""TaniumSessionAuth: the ``requests.auth.AuthBase`` adapter and its response hook."""
+"""TaniumSessionAuth (a ``requests.auth.AuthBase``) and TaniumSession (a ``requests.Session``)."""
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import logging
 import os
+import re
 import threading
 import warnings
 from collections.abc import Callable, Collection, Mapping
@@ -20,37 +20,34 @@ from urllib3.exceptions import InsecureRequestWarning
 
 from .exceptions import (
     AuthServiceUnavailable,
-    GetPlatformVersionWarning,
+    InvalidToken,
     LoginError,
+    NotLoggedInError,
     VersionMismatchError,
 )
 from .http_client import DEFAULT_PORTS, Closing, HttpClient, origin_of
-from .session_id import (
-    AUTH_PATH,
-    SessionId,
-    is_transient,
-    read_token_answer,
+from .protocol import (
+    DEFAULT_EXPIRES_AFTER,
+    DEFAULT_LOGIN_TIMEOUT,
+    DEFAULT_LOGOUT_TIMEOUT,
+    DEFAULT_REFRESH_STATUS_CODES,
+    DEFAULT_REVALIDATE_AFTER,
+    ENV_SESSION,
+    ENV_URL,
+    HEADER,
+    Default,
+    check_seconds,
 )
-from .versions import check_specifier, get_server_version, parse_specifier
+from .session_id import CredentialLogin, SessionId
+from .versions import check_specifier, parse_specifier, version_gate
 
-__all__ = ["TaniumSessionAuth"]
+__all__ = ["TaniumSession", "TaniumSessionAuth"]
 
 log = logging.getLogger(__name__)
 
-#: Statuses from the Tanium origin that make the hook check the session.
-DEFAULT_REFRESH_STATUS_CODES = (401, 403)
-
-#: Request header carrying the session id or API token.
-HEADER = "session"
+_ABSOLUTE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 
 _RESENT = "_tanium_resent"  # attribute on a PreparedRequest: this is our one resend
-
-_DEFAULTS: Mapping[str, Any] = {
-    "revalidate_after": 5,
-    "expires_after": 295,
-    "login_timeout": 5,
-    "logout_timeout": 5,
-}
 
 
 def _replayable(req: requests.PreparedRequest) -> bool:
@@ -64,6 +61,13 @@ def _release(r: requests.Response) -> None:
     with contextlib.suppress(Exception):  # a broken body still gets its connection closed
         r.content  # noqa: B018 -- read, so it stays on the response
     r.close()
+
+
+def _env(name: str) -> str:
+    value = os.environ.get(name, "")
+    if not value:
+        raise ValueError(f"environment variable {name} is missing or empty")
+    return value
 
 
 def redirect_target(resp: requests.Response) -> Optional[str]:
@@ -86,65 +90,6 @@ def redirect_target(resp: requests.Response) -> Optional[str]:
         return None
 
 
-class _CredentialLogin:
-    """Logs in with ``POST /auth`` and base64 ``username``/``password`` headers.
-
-    Holds the password in memory only: it is never shown, logged or pickled.
-    """
-
-    __slots__ = ("_client", "_headers", "timeout")
-
-    def __init__(
-        self,
-        client: HttpClient,
-        username: str,
-        password: str,
-        domain: str = "",
-        secondary: str = "",
-        timeout: float = 5,
-    ) -> None:
-        for name, value in (("username", username), ("password", password)):
-            if not isinstance(value, str):
-                raise TypeError(f"{name} must be a str, not {type(value).__name__}")
-            if not value:
-                raise ValueError(f"{name} must not be empty")
-        headers = {
-            "username": base64.b64encode(username.encode("utf-8")).decode("ascii"),
-            "password": base64.b64encode(password.encode("utf-8")).decode("ascii"),
-        }
-        for name, value in (("domain", domain), ("secondary", secondary)):
-            if not isinstance(value, str):
-                raise TypeError(f"{name} must be a str, not {type(value).__name__}")
-            if value:
-                if any(ord(c) < 0x20 or ord(c) > 0x7E for c in value):
-                    raise ValueError(f"{name} must be printable ASCII")
-                headers[name] = value
-        self._client = client
-        self._headers = headers
-        self.timeout = timeout
-
-    def __call__(self) -> str:
-        resp = self._client.request(
-            "POST", AUTH_PATH, headers=self._headers, timeout=self.timeout, stream=True
-        )
-        with resp:
-            status = resp.status_code
-            if status == 200:
-                return read_token_answer(resp, api=False)
-            if is_transient(status):
-                raise AuthServiceUnavailable(
-                    f"POST {resp.url} answered {status} to a login; try again later",
-                    response=resp,
-                )
-            raise LoginError(f"POST {resp.url} refused the credentials ({status})", response=resp)
-
-    def __repr__(self) -> str:
-        return f"<credential login at {self._client.url}>"
-
-    def __reduce__(self) -> Any:
-        raise TypeError("credentials are never pickled")
-
-
 class TaniumSessionAuth(Closing, AuthBase):
     """Puts the Tanium ``session`` header on requests to one Tanium origin.
 
@@ -152,6 +97,33 @@ class TaniumSessionAuth(Closing, AuthBase):
     401/403 answers by itself where it can, and raises ``LoginError`` where it cannot.
     Requests to any other origin pass through untouched. One instance may serve many
     threads and many ``requests.Session`` objects.
+
+    Args:
+        url: the Tanium server, ``https://host[:port][/prefix]``.
+        session: a session id or API token.
+        http_client: a ready :class:`HttpClient` instead of ``url`` (and its options).
+        session_id: a ready :class:`SessionId` instead of ``url`` and ``session``;
+            timings passed explicitly next to it override its own.
+        revalidate_after: seconds after a confirmation before validating again (0:
+            before every request).
+        expires_after: idle seconds after which the session counts as expired.
+        login_timeout: wall-clock seconds of one ``/auth`` validate or login.
+        logout_timeout: wall-clock seconds of one logout.
+        refresh_status_codes: statuses from the Tanium origin that trigger recovery.
+            Keep them out of a ``Retry``'s ``status_forcelist``.
+        refresh: a callable returning a new session id, called when the session is
+            found dead.
+        on_token_update: called with the new token whenever it changes.
+        verify: True, False or a CA bundle path, for ``/auth`` calls.
+        cert: a client certificate for ``/auth`` calls.
+        proxies: proxies for ``/auth`` calls.
+        allow_http: allow ``http://`` for a host that is not loopback.
+        ver_check: run ``SessionId``'s version check at construction.
+        requires_server: a version specifier (``">=7.3,<8"``) checked at the first
+            request.
+
+    Raises:
+        TypeError, ValueError: malformed arguments (messages never show a secret).
     """
 
     def __init__(
@@ -161,10 +133,10 @@ class TaniumSessionAuth(Closing, AuthBase):
         *,
         http_client: Optional[HttpClient] = None,
         session_id: Optional[SessionId] = None,
-        revalidate_after: float = 5,
-        expires_after: float = 295,
-        login_timeout: float = 5,
-        logout_timeout: float = 5,
+        revalidate_after: float = DEFAULT_REVALIDATE_AFTER,
+        expires_after: float = DEFAULT_EXPIRES_AFTER,
+        login_timeout: float = DEFAULT_LOGIN_TIMEOUT,
+        logout_timeout: float = DEFAULT_LOGOUT_TIMEOUT,
         refresh_status_codes: Collection[int] = DEFAULT_REFRESH_STATUS_CODES,
         refresh: Optional[Callable[[], str]] = None,
         on_token_update: Optional[Callable[[str], None]] = None,
@@ -195,6 +167,8 @@ class TaniumSessionAuth(Closing, AuthBase):
             "login_timeout": login_timeout,
             "logout_timeout": logout_timeout,
         }
+        for name, value in timing.items():
+            check_seconds(name, value, zero_ok=name == "revalidate_after")
         self._owns_client = False
         if session_id is not None:
             if not isinstance(session_id, SessionId):
@@ -206,7 +180,7 @@ class TaniumSessionAuth(Closing, AuthBase):
                 on_token_update = sid.on_token_update  # keep the callback it came with
             # Only the timings given explicitly override the ready SessionId.
             for name, value in timing.items():
-                if value != _DEFAULTS[name]:
+                if not isinstance(value, Default):
                     setattr(sid, name, value)
         else:
             if http_client is None:
@@ -222,14 +196,19 @@ class TaniumSessionAuth(Closing, AuthBase):
                 raise TypeError("http_client must be an HttpClient")
             if session is None:
                 raise ValueError("session is required (a Tanium session id or API token)")
-            sid = SessionId(
-                http_client,
-                session,
-                login_timeout=login_timeout,
-                logout_timeout=logout_timeout,
-                expires_after=expires_after,
-                ver_check=ver_check,
-            )
+            try:
+                sid = SessionId(
+                    http_client,
+                    session,
+                    login_timeout=login_timeout,
+                    logout_timeout=logout_timeout,
+                    expires_after=expires_after,
+                    ver_check=ver_check,
+                )
+            except BaseException:
+                if self._owns_client:
+                    http_client.close()
+                raise
             sid.revalidate_after = revalidate_after
         self._sid = sid
         self.refresh_status_codes = codes
@@ -248,7 +227,10 @@ class TaniumSessionAuth(Closing, AuthBase):
 
     def _init_runtime(self) -> None:
         """State that is rebuilt after unpickling: locks, the bound hook, prefixes."""
-        self._origin = scheme, host, port = self._sid.http_client.origin
+        sid = self._sid
+        self._state = sid.state
+        self._in_callback = sid.in_callback
+        self._origin = scheme, host, port = sid.http_client.origin
         prefixes = [f"{scheme}://{host}:{port}/"]
         if port == DEFAULT_PORTS[scheme]:
             prefixes.append(f"{scheme}://{host}/")
@@ -257,20 +239,14 @@ class TaniumSessionAuth(Closing, AuthBase):
         self._gate_lock = threading.Lock()
         self._gate = self._requires is not None  # a server requirement is still unchecked
         self._gate_error: Optional[str] = None
-        self._sid.on_token_update = self._token_updated
+        sid.on_token_update = self._token_updated
 
     # -- construction helpers -----------------------------------------------------
 
     @classmethod
     def from_env(cls, **kwargs: Any) -> TaniumSessionAuth:
-        """Build from ``TANIUM_URL`` and ``TANIUM_SESSION``."""
-        values = []
-        for name in ("TANIUM_URL", "TANIUM_SESSION"):
-            value = os.environ.get(name, "")
-            if not value:
-                raise ValueError(f"environment variable {name} is missing or empty")
-            values.append(value)
-        return cls(values[0], values[1], **kwargs)
+        """Build from ``TANIUM_URL`` and ``TANIUM_SESSION``; ``ValueError`` names a missing one."""
+        return cls(_env(ENV_URL), _env(ENV_SESSION), **kwargs)
 
     @classmethod
     def from_credentials(
@@ -283,9 +259,15 @@ class TaniumSessionAuth(Closing, AuthBase):
         secondary: str = "",
         **kwargs: Any,
     ) -> TaniumSessionAuth:
-        """Log in with ``POST /auth`` and use the same login to refresh the session."""
+        """Log in with ``POST /auth`` (base64 ``username``/``password`` headers) and use
+        the same login as ``refresh``, so the session survives expiry and revocation.
+
+        Raises ``LoginError`` when the credentials are refused; the rest as the
+        constructor.
+        """
         if "refresh" in kwargs or "session" in kwargs or "session_id" in kwargs:
             raise TypeError("from_credentials() makes its own session and refresh")
+        timeout = check_seconds("login_timeout", kwargs.get("login_timeout", DEFAULT_LOGIN_TIMEOUT))
         client = kwargs.pop("http_client", None)
         owns = client is None
         if client is None:
@@ -297,14 +279,13 @@ class TaniumSessionAuth(Closing, AuthBase):
                 allow_http=kwargs.pop("allow_http", False),
             )
         try:
-            login = _CredentialLogin(
-                client, username, password, domain, secondary, kwargs.get("login_timeout", 5)
-            )
-            auth = cls(session=login(), http_client=client, refresh=login, **kwargs)
+            login = CredentialLogin(client, username, password, domain, secondary)
+            auth = cls(session=login.login(timeout), http_client=client, refresh=login, **kwargs)
         except BaseException:
             if owns:
                 client.close()
             raise
+        login.bind(auth.session_id)
         auth._owns_client = owns
         return auth
 
@@ -350,11 +331,11 @@ class TaniumSessionAuth(Closing, AuthBase):
 
     def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
         url = r.url
-        if not url or not self.is_tanium_url(url):
-            return r
+        if not url or not self.is_tanium_url(url) or self._in_callback():
+            return r  # another origin, or a login made from inside refresh()
         if self._gate:
             self._check_server()
-        r.headers[HEADER] = self._sid.fresh_token() or self._current_token()
+        r.headers[HEADER] = self._state.fresh() or self._current_token()
         r.hooks["response"].append(self._hook)
         return r
 
@@ -363,37 +344,26 @@ class TaniumSessionAuth(Closing, AuthBase):
         try:
             return sid.token
         except AuthServiceUnavailable:
-            kept = sid._token
+            kept = self._state.current
             if kept is None:
                 raise
-            log.warning(
-                "%s at %s is unavailable; sending with the kept session", AUTH_PATH, sid.url
-            )
+            log.warning("/auth at %s is unavailable; sending with the kept session", sid.url)
             return kept
-        except LoginError:
+        except (InvalidToken, NotLoggedInError):
             if self.refresh is None:
                 raise
-            return sid.renew(self.refresh, "the session is dead")
+        return sid.renew(self.refresh, "the session is dead")
 
     def _check_server(self) -> None:
         with self._gate_lock:
             if self._gate and self._gate_error is None:
                 assert self._requires is not None
-                client = self._sid.http_client
+                sid = self._sid
+                check = _SpecCheck(self._requires, sid.url)
                 try:
-                    version = get_server_version(client, timeout=self._sid.login_timeout)
-                except ValueError as exc:
-                    warnings.warn(
-                        f"could not read the version of {client.url}: {exc}; "
-                        "requires_server was not checked",
-                        GetPlatformVersionWarning,
-                        stacklevel=4,
-                    )
-                else:
-                    try:
-                        check_specifier(version, self._requires, src=client.url)
-                    except VersionMismatchError as exc:
-                        self._gate_error = str(exc)
+                    version_gate(sid.http_client, check, timeout=sid.login_timeout)
+                except VersionMismatchError as exc:
+                    self._gate_error = str(exc)
                 if self._gate_error is None:
                     self._gate = False
         if self._gate_error is not None:
@@ -411,7 +381,7 @@ class TaniumSessionAuth(Closing, AuthBase):
         status = r.status_code
         if 200 <= status < 300:
             if sent is not None:
-                self._sid.confirm(sent)
+                self._state.confirm(sent)
             return r
         if r.is_redirect:
             self._guard_redirect(r, req)
@@ -419,7 +389,8 @@ class TaniumSessionAuth(Closing, AuthBase):
         if sent is None or status not in self.refresh_status_codes:
             return r
         try:
-            return self._recover(r, sent, kwargs)
+            token = self._recover(r, sent)
+            return r if token is None else self._resend(r, token, kwargs)
         except BaseException:
             _release(r)  # nobody else will read it: give its connection back
             raise
@@ -431,37 +402,42 @@ class TaniumSessionAuth(Closing, AuthBase):
                 req.headers.pop(HEADER, None)
             log.debug("redirect from %s leaves the Tanium origin: session header removed", r.url)
 
-    def _recover(
-        self, r: requests.Response, sent: str, kwargs: dict[str, Any]
-    ) -> requests.Response:
+    def _recover(self, r: requests.Response, sent: str) -> Optional[str]:
+        """Decide what a 401/403 to a request that carried ``sent`` means.
+
+        Returns the token to resend with, or None when the answer stands (a
+        permission answer). Raises when the session cannot be recovered.
+        """
         sid = self._sid
         after = sid.checks_started  # only a check begun after this answer can judge it
-        req = r.request
-        current = sid._token
+        current = self._state.current
         if current is not None and current != sent:
             log.debug("%s from %s: session replaced meanwhile; resending", r.status_code, r.url)
-            return self._resend(r, current, kwargs)
-        cause = f"{r.status_code} from {req.method} {r.url}"
+            return current
+        cause = f"{r.request.method} {r.url} answered {r.status_code}"
         try:
-            if current is None:
-                raise sid._not_logged_in()
             new = sid.recheck(sent, after, cause)
-        except AuthServiceUnavailable:
-            log.warning("%s; %s is unavailable: answer returned as it is", cause, AUTH_PATH)
-            return r
-        except LoginError as exc:
+        except AuthServiceUnavailable as exc:
+            raise AuthServiceUnavailable(
+                f"{cause} and the session could not be checked: {exc}", response=r
+            ) from exc
+        except (InvalidToken, NotLoggedInError) as exc:
             if self.refresh is None:
                 raise type(exc)(
-                    f"{req.method} {r.url} answered {r.status_code} and the session cannot be "
-                    f"refreshed: {exc}",
-                    response=r,
+                    f"{cause} and the session cannot be refreshed: {exc}", response=r
                 ) from exc
-            new = sid.renew(self.refresh, cause)
-            return self._resend(r, new, kwargs)
+            new = ""
+        except LoginError as exc:
+            raise LoginError(
+                f"{cause} and the session could not be checked: {exc}", response=r
+            ) from exc
+        if not new:
+            assert self.refresh is not None
+            return sid.renew(self.refresh, cause)
         if new != sent:
-            return self._resend(r, new, kwargs)
+            return new
         log.debug("%s: the session is alive, so this is a permission answer", cause)
-        return r
+        return None
 
     def _resend(
         self, r: requests.Response, token: str, kwargs: dict[str, Any]
@@ -488,7 +464,7 @@ class TaniumSessionAuth(Closing, AuthBase):
         new.history.append(r)
         new.request = prep
         if 200 <= new.status_code < 300:
-            self._sid.confirm(token)
+            self._state.confirm(token)
         elif new.is_redirect:
             self._guard_redirect(new, prep, req)
         return new
@@ -509,9 +485,9 @@ class TaniumSessionAuth(Closing, AuthBase):
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        for key in ("_gate_lock", "_hook", "on_token_update"):
+        for key in ("_gate_lock", "_hook", "on_token_update", "_state", "_in_callback"):
             state.pop(key, None)
-        if isinstance(state.get("refresh"), _CredentialLogin):
+        if isinstance(state.get("refresh"), CredentialLogin):
             state["refresh"] = None  # credentials stay in this process
         return state
 
@@ -519,3 +495,95 @@ class TaniumSessionAuth(Closing, AuthBase):
         self.__dict__.update(state)
         self.on_token_update = None
         self._init_runtime()
+
+
+class _SpecCheck:
+    """``requires_server``: a version check for :func:`version_gate`."""
+
+    __slots__ = ("spec", "src")
+
+    def __init__(self, spec: Any, src: str) -> None:
+        self.spec = spec
+        self.src = src
+
+    def __call__(self, version: Any) -> None:
+        check_specifier(version, self.spec, src=self.src)
+
+
+class TaniumSession(requests.Session):
+    """A ``requests.Session`` with a :class:`TaniumSessionAuth` built in.
+
+    What it adds to ``session.auth = TaniumSessionAuth(...)``: relative URLs
+    (``s.get("/api/v2/sensors")``) are joined to the Tanium URL, and
+    ``rebuild_auth`` removes the ``session`` header from every redirect that leaves
+    the Tanium origin, even one that another response hook produced (a plain
+    ``session.auth`` only sees the redirects its own hook sees).
+
+    Args:
+        url, session: as :class:`TaniumSessionAuth`.
+        auth: a ready :class:`TaniumSessionAuth` instead (left open on ``close()``).
+        **auth_kwargs: passed to :class:`TaniumSessionAuth`.
+    """
+
+    def __init__(
+        self,
+        url: Optional[str] = None,
+        session: Optional[str] = None,
+        *,
+        auth: Optional[TaniumSessionAuth] = None,
+        **auth_kwargs: Any,
+    ) -> None:
+        if auth is None:
+            auth = TaniumSessionAuth(url, session, **auth_kwargs)
+            self._owns_auth = True
+        elif not isinstance(auth, TaniumSessionAuth):
+            raise TypeError("auth must be a TaniumSessionAuth")
+        elif url is not None or session is not None or auth_kwargs:
+            raise ValueError("pass auth= alone, or the TaniumSessionAuth arguments, not both")
+        else:
+            self._owns_auth = False
+        super().__init__()
+        self.auth: TaniumSessionAuth = auth
+        self.base_url = auth.http_client.url
+
+    @classmethod
+    def from_env(cls, **kwargs: Any) -> TaniumSession:
+        """Build from ``TANIUM_URL`` and ``TANIUM_SESSION``."""
+        session = cls(auth=TaniumSessionAuth.from_env(**kwargs))
+        session._owns_auth = True
+        return session
+
+    @classmethod
+    def from_credentials(
+        cls, url: str, username: str, password: str, **kwargs: Any
+    ) -> TaniumSession:
+        """Log in with credentials; the login also refreshes the session when it dies."""
+        session = cls(auth=TaniumSessionAuth.from_credentials(url, username, password, **kwargs))
+        session._owns_auth = True
+        return session
+
+    def request(
+        self, method: Union[str, bytes], url: Union[str, bytes], *args: Any, **kwargs: Any
+    ) -> requests.Response:
+        """As ``requests.Session.request``; a URL without a scheme is joined to the Tanium URL."""
+        if isinstance(url, bytes):
+            url = url.decode("utf-8")
+        if not _ABSOLUTE.match(url):
+            url = f"{self.base_url}/{url.lstrip('/')}"
+        return super().request(method, url, *args, **kwargs)
+
+    def rebuild_auth(
+        self, prepared_request: requests.PreparedRequest, response: requests.Response
+    ) -> None:
+        """As ``requests`` does, and remove the ``session`` header when leaving the origin."""
+        super().rebuild_auth(prepared_request, response)  # type: ignore[no-untyped-call]
+        auth = self.auth
+        target = prepared_request.url or ""
+        if isinstance(auth, TaniumSessionAuth) and not auth.is_tanium_url(target):
+            prepared_request.headers.pop(HEADER, None)
+
+    def close(self) -> None:
+        """Close the connections and, when this object made the auth, its ``/auth`` client."""
+        super().close()
+        if self._owns_auth:
+            self.auth.close()

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import http.cookiejar
 import ipaddress
+import os
+import socket
+import threading
 from collections.abc import Mapping
 from types import TracebackType
 from typing import Any, Optional, TypeVar, Union
@@ -13,7 +18,9 @@ from requests.adapters import HTTPAdapter
 from requests.auth import AuthBase
 from urllib3.util import Retry, parse_url
 
-__all__ = ["HttpClient", "Origin", "default_retry", "origin_of"]
+from .protocol import REDACTED, SECRET_HEADERS, Call
+
+__all__ = ["Answer", "HttpClient", "Origin", "default_retry", "is_loopback", "origin_of"]
 
 #: ``(scheme, host, port)``: scheme and host lower-cased, the port always filled in.
 Origin = tuple[str, str, int]
@@ -55,8 +62,9 @@ class _NoAuth(AuthBase):
 _NO_AUTH = _NoAuth()
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost" or host.endswith(".localhost"):
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ``::1`` and exactly ``localhost`` (nothing that asks DNS)."""
+    if host == "localhost":
         return True
     try:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
@@ -108,7 +116,7 @@ def _normalise(url: object, allow_http: bool) -> tuple[str, Origin]:
     origin = origin_of(str(prepared.url))
     if origin is None:
         raise ValueError("url is not a valid URL")
-    if scheme == "http" and not allow_http and not _is_loopback(origin[1]):
+    if scheme == "http" and not allow_http and not is_loopback(origin[1]):
         raise ValueError(
             "url uses http:// for a host that is not loopback; use https:// or pass allow_http=True"
         )
@@ -139,12 +147,96 @@ class Closing:
         self.close()
 
 
+class _NoCookies(http.cookiejar.DefaultCookiePolicy):
+    """Refuses every cookie: the ``/auth`` session keeps nothing between calls."""
+
+    def set_ok(self, cookie: http.cookiejar.Cookie, request: Any) -> bool:
+        return False
+
+    def return_ok(self, cookie: http.cookiejar.Cookie, request: Any) -> bool:
+        return False
+
+
+#: Environment proxies that never apply to a loopback Tanium server.
+_NO_ENV_PROXIES = ("http", "https", "all")
+
+
+def _redact(req: Any) -> None:
+    """Replace the secrets of a ``PreparedRequest`` in place (headers and JSON body)."""
+    if not isinstance(req, requests.PreparedRequest):
+        return
+    for name in list(req.headers):
+        if name.lower() in SECRET_HEADERS:
+            req.headers[name] = REDACTED
+    if req.body is not None:
+        req.body = REDACTED
+
+
+class Answer:
+    """A finished call: status, the body (None when over the call's cap), the response.
+
+    ``response`` is closed, its ``content`` is the body read, and its ``request`` has
+    every secret redacted, so it can ride on an exception.
+    """
+
+    __slots__ = ("body", "response", "status")
+
+    def __init__(self, response: requests.Response, body: Optional[bytes]) -> None:
+        self.response = response
+        self.status = response.status_code
+        self.body = body
+
+    @property
+    def url(self) -> str:
+        """The URL that answered."""
+        return str(self.response.url)
+
+
+class _Call:
+    """One call running on a worker thread, so the caller can stop waiting at a deadline."""
+
+    __slots__ = ("abandoned", "answer", "done", "error", "response")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.abandoned = False
+        self.response: Optional[requests.Response] = None
+        self.answer: Optional[Answer] = None
+        self.error: Optional[BaseException] = None
+
+    def abandon(self) -> None:
+        """Stop reading: shut the socket down so a blocked read returns now."""
+        self.abandoned = True
+        resp = self.response
+        if resp is None:
+            return
+        conn = getattr(resp.raw, "connection", None) or getattr(resp.raw, "_connection", None)
+        sock = getattr(conn, "sock", None)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+
 class HttpClient(Closing):
     """The Tanium server's base URL and a private ``requests.Session`` for ``/auth``.
 
-    The private session never carries the caller's ``auth``; every call passes a
-    no-op auth, so even a supplied session whose ``auth`` is this package's adapter
-    cannot call itself.
+    Args:
+        url: ``https://host[:port][/prefix]``; ``http://`` only for loopback hosts
+            unless ``allow_http=True``. Query, fragment and userinfo are refused.
+        session: a ``requests.Session`` to send ``/auth`` calls through (CA bundle,
+            proxies, adapters); its own ``auth`` is never applied. Default: a private
+            one with :func:`default_retry` mounted and no cookie jar.
+        verify: True, False or the path of a CA bundle; passed on every call, so
+            ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE`` cannot replace a path or False.
+        cert: client certificate, as ``requests`` takes it.
+        proxies: proxies for ``/auth`` calls; they win over the environment. Loopback
+            servers never use environment proxies.
+        retries: the ``Retry`` (or count) of the private session.
+        allow_http: allow ``http://`` for a host that is not loopback.
+
+    Raises:
+        ValueError: a malformed URL or ``verify``, or ``retries`` with ``session``.
+        TypeError: arguments of the wrong type.
     """
 
     def __init__(
@@ -161,33 +253,37 @@ class HttpClient(Closing):
         self.url, self.origin = _normalise(url, allow_http)
         if session is not None and not isinstance(session, requests.Session):
             raise TypeError("session must be a requests.Session")
+        if isinstance(verify, os.PathLike):
+            verify = os.fspath(verify)
         if not isinstance(verify, (bool, str)):
-            raise TypeError("verify must be a bool or a CA bundle path")
+            raise TypeError("verify must be True, False or the path of a CA bundle")
+        if verify == "":
+            raise ValueError("verify must be True, False or a non-empty CA bundle path")
         self.verify = verify
         self.cert = cert
         self.proxies = dict(proxies) if proxies is not None else None
         self._owns_session = session is None
-        self._send: dict[str, Any] = {}
         if session is None:
             session = requests.Session()
             adapter = HTTPAdapter(max_retries=default_retry() if retries is None else retries)
             session.mount("https://", adapter)
             session.mount("http://", adapter)
-            session.verify = verify
-            session.cert = cert
-            if self.proxies is not None:
-                session.proxies.update(self.proxies)
-        else:
-            if retries is not None:
-                raise ValueError("pass retries= or session=, not both: mount the retries on it")
-            # Only what the caller set explicitly overrides the supplied session.
-            if verify is not True:
-                self._send["verify"] = verify
-            if cert is not None:
-                self._send["cert"] = cert
-            if self.proxies is not None:
-                self._send["proxies"] = self.proxies
+            session.cookies.set_policy(_NoCookies())
+        elif retries is not None:
+            raise ValueError("pass retries= or session=, not both: mount the retries on it")
         self.session = session
+        # Passed on every call: per-request values win over the environment (requests
+        # #3829). A supplied session keeps its own values unless set explicitly here.
+        send: dict[str, Any] = {}
+        if self._owns_session or verify is not True:
+            send["verify"] = verify
+        if cert is not None:
+            send["cert"] = cert
+        if self.proxies is not None:
+            send["proxies"] = self.proxies
+        elif is_loopback(self.origin[1]):
+            send["proxies"] = {k: None for k in _NO_ENV_PROXIES if k not in session.proxies}
+        self._send = send
 
     def request(
         self,
@@ -199,9 +295,14 @@ class HttpClient(Closing):
         timeout: Union[float, tuple[float, float], None] = None,
         stream: bool = False,
     ) -> requests.Response:
-        """Send ``method`` to ``url + path`` without redirects and without any auth."""
+        """Send ``method`` to ``url + path`` without redirects and without any auth.
+
+        ``timeout`` is ``requests``' (per socket operation); :meth:`exchange` is the
+        call with a wall-clock deadline and a capped body.
+        """
         if not path.startswith("/"):
             raise ValueError("path must start with '/'")
+        send = self._send
         return self.session.request(
             method,
             self.url + path,
@@ -211,8 +312,64 @@ class HttpClient(Closing):
             auth=_NO_AUTH,
             allow_redirects=False,
             stream=stream,
-            **self._send,
+            verify=send.get("verify"),
+            cert=send.get("cert"),
+            proxies=dict(send["proxies"]) if "proxies" in send else None,
         )
+
+    def exchange(self, call: Call, timeout: float) -> Answer:
+        """Make ``call`` within ``timeout`` wall-clock seconds (connect, headers, body).
+
+        The body is read up to ``call.limit`` bytes. Raises ``ReadTimeout`` at the
+        deadline and the ``requests`` exception of a transport failure, in both cases
+        with the request's secrets redacted.
+        """
+        running = _Call()
+        worker = threading.Thread(
+            target=self._run, args=(call, timeout, running), name="tanium-auth-call", daemon=True
+        )
+        worker.start()
+        if not running.done.wait(timeout):
+            running.abandon()
+            raise requests.exceptions.ReadTimeout(
+                f"{call.method} {self.url}{call.path} did not finish within {timeout:g} s"
+            )
+        error, running.error = running.error, None
+        if error is not None:
+            try:
+                raise error
+            finally:
+                error = None  # no frame -> traceback -> exception cycle
+        assert running.answer is not None
+        return running.answer
+
+    def _run(self, call: Call, timeout: float, running: _Call) -> None:
+        try:
+            resp = self.request(
+                call.method,
+                call.path,
+                headers=call.headers,
+                json=call.json,
+                timeout=(timeout, timeout),
+                stream=True,
+            )
+            running.response = resp
+            try:
+                body = _read_capped(resp, call.limit, running)
+            finally:
+                resp.close()
+                _redact(resp.request)
+            resp._content = body or b""
+            resp._content_consumed = True  # type: ignore[attr-defined]
+            running.answer = Answer(resp, body)
+        except BaseException as exc:
+            _redact(getattr(exc, "request", None))
+            response = getattr(exc, "response", None)
+            if response is not None:
+                _redact(response.request)
+            running.error = exc
+        finally:
+            running.done.set()
 
     def close(self) -> None:
         """Close the private session (a supplied session is left to its owner)."""
@@ -221,3 +378,17 @@ class HttpClient(Closing):
 
     def __repr__(self) -> str:
         return f"HttpClient(url={self.url!r}, verify={self.verify!r})"
+
+
+def _read_capped(resp: requests.Response, limit: int, running: _Call) -> Optional[bytes]:
+    """At most ``limit`` bytes of a streamed body, or None when it is longer."""
+    chunks: list[bytes] = []
+    size = 0
+    for chunk in resp.iter_content(4096):
+        if running.abandoned:
+            break
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)

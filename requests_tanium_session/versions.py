@@ -12,6 +12,7 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
 from .exceptions import GetPlatformVersionWarning, VersionMismatchError
+from .protocol import CONSOLE_PATH, DEFAULT_LOGIN_TIMEOUT, console_call, judge_version
 
 if TYPE_CHECKING:
     from .http_client import HttpClient
@@ -22,54 +23,57 @@ __all__ = [
     "get_server_version",
     "parse_specifier",
     "probe_version",
+    "version_gate",
 ]
 
 log = logging.getLogger(__name__)
 
-#: Path of the unauthenticated console configuration carrying ``serverVersion``.
-CONSOLE_PATH = "/config/console.json"
 
-#: Largest console.json body read, in bytes.
-MAX_CONSOLE_BYTES = 1 << 20
-
-
-def get_server_version(http_client: HttpClient, timeout: float = 5) -> Version:
-    """Read ``serverVersion`` from ``/config/console.json``.
+def get_server_version(http_client: HttpClient, timeout: float = DEFAULT_LOGIN_TIMEOUT) -> Version:
+    """Read ``serverVersion`` from ``/config/console.json`` within ``timeout`` seconds.
 
     Raises ``ValueError`` when the answer carries no readable version and the
     ``requests`` exception on transport failure.
     """
-    resp = http_client.request("GET", CONSOLE_PATH, timeout=timeout)
-    with resp:
-        if resp.status_code != 200:
-            raise ValueError(f"GET {CONSOLE_PATH} answered {resp.status_code}")
-        if len(resp.content) > MAX_CONSOLE_BYTES:
-            raise ValueError(f"GET {CONSOLE_PATH} answered more than {MAX_CONSOLE_BYTES} bytes")
-        try:
-            data = resp.json()
-        except ValueError:
-            raise ValueError(f"GET {CONSOLE_PATH} did not answer JSON") from None
-    raw = data.get("serverVersion") if isinstance(data, dict) else None
-    if not isinstance(raw, str):
-        raise ValueError(f"GET {CONSOLE_PATH} carries no serverVersion string")
+    answer = http_client.exchange(console_call(), timeout)
+    raw, why = judge_version(answer.status, answer.body)
+    if raw is None:
+        raise ValueError(why)
     try:
         return Version(raw)
     except InvalidVersion:
         raise ValueError(f"GET {CONSOLE_PATH} carries a malformed serverVersion") from None
 
 
-def probe_version(http_client: HttpClient, timeout: float = 5) -> Optional[Version]:
-    """The server's version, or None after a ``GetPlatformVersionWarning``."""
+def probe_version(
+    http_client: HttpClient, timeout: float = DEFAULT_LOGIN_TIMEOUT
+) -> Optional[Version]:
+    """The server's version, or None after one ``GetPlatformVersionWarning``.
+
+    Any failure to read (an answer without a version, a transport error) means "not
+    checked", never a failure.
+    """
     try:
         return get_server_version(http_client, timeout=timeout)
-    except Exception as exc:  # any failure to read means "not checked", never a crash
+    except Exception as exc:
         reason = str(exc) if isinstance(exc, ValueError) else type(exc).__name__
-        warnings.warn(
-            f"could not read the version of {http_client.url}: {reason}; nothing was checked",
-            GetPlatformVersionWarning,
-            stacklevel=3,
-        )
-        return None
+    warnings.warn(
+        f"could not read the version of {http_client.url}: {reason}; nothing was checked",
+        GetPlatformVersionWarning,
+        stacklevel=4,
+    )
+    return None
+
+
+def version_gate(http_client: HttpClient, check: Callable[[Version], None], timeout: float) -> None:
+    """Read the server's version and ``check`` it: the one rule of every version check.
+
+    Unreadable: ``GetPlatformVersionWarning`` and nothing checked. Outside the
+    requirement: ``check`` raises ``VersionMismatchError``.
+    """
+    version = probe_version(http_client, timeout=timeout)
+    if version is not None:
+        check(version)
 
 
 def _leading(version: Version, parts: int) -> Version:

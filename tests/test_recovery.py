@@ -170,14 +170,16 @@ def test_custom_refresh_status_codes(
     assert server.count("/auth") == 0
 
 
-def test_auth_unavailable_during_check_returns_the_answer(
+def test_auth_unavailable_during_check_raises_with_the_answer(
     server: TaniumServer, make_auth: MakeAuth, http: requests.Session
 ) -> None:
     auth = make_auth()
     http.auth = auth
     server.inject("/auth", status=503, count=3)
-    resp = http.get(server.url + "/api/v2/denied")
-    assert resp.status_code == 403
+    with pytest.raises(AuthServiceUnavailable) as info:
+        http.get(server.url + "/api/v2/denied")
+    assert info.value.retryable
+    assert info.value.response is not None and info.value.response.status_code == 403
     assert auth.session_id.logged_in
     assert http.get(server.url + "/api/v2/sensors").status_code == 200
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 import pickle
 import time
 import warnings
@@ -351,7 +350,6 @@ def test_no_secret_anywhere_across_scenarios(
         warnings.simplefilter("always")
         auth = TaniumSessionAuth.from_credentials(server.url, DEFAULT_USER[0], DEFAULT_USER[1])
         sid = auth.session_id
-        sid.log.setLevel(logging.DEBUG)
         http.auth = auth
         shown += [repr(auth), str(auth), repr(sid), str(sid), repr(auth.http_client), repr(server)]
         shown += [repr(auth.refresh), repr(list(server.received()))]
@@ -448,6 +446,6 @@ def test_hostile_auth_bodies_through_the_adapter(
     with pytest.raises(LoginError) as info:
         http.get(server.url + "/api/v2/sensors")
     assert "answered 200 with" in str(info.value)
-    assert auth.session_id.logged_in and auth.session_id._token == token
+    assert auth.session_id.logged_in and auth.session_id.state.current == token
     assert server.count("/api/v2/sensors") == 0
     assert http.get(server.url + "/api/v2/sensors").status_code == 200

@@ -118,13 +118,30 @@ def test_expired_follows_expires_after(sid: SessionId) -> None:
     assert sid.expired
 
 
+_TIMINGS = ["revalidate_after", "expires_after", "login_timeout", "logout_timeout"]
+
+
 @pytest.mark.parametrize(
-    "name", ["revalidate_after", "expires_after", "login_timeout", "logout_timeout"]
+    ("name", "value"),
+    [
+        (name, value)
+        for name in _TIMINGS
+        for value in (0, -1, float("inf"), float("nan"))
+        if (name, value) != ("revalidate_after", 0)  # 0 is allowed: validate every time
+    ],
 )
-@pytest.mark.parametrize("value", [0, -1, float("inf"), float("nan")])
 def test_timing_attributes_are_validated(sid: SessionId, name: str, value: float) -> None:
     with pytest.raises(ValueError, match=name):
         setattr(sid, name, value)
+
+
+def test_revalidate_after_zero_validates_before_every_use(
+    server: TaniumServer, sid: SessionId
+) -> None:
+    sid.revalidate_after = 0
+    for _ in range(3):
+        sid.token  # noqa: B018
+    assert server.auth_calls["validate"] == 3
 
 
 def test_timing_attributes_reject_non_numbers(sid: SessionId) -> None:
@@ -324,7 +341,7 @@ def test_stale_token_under_32_threads_makes_one_auth_call(
 def test_waiting_threads_share_the_leaders_exception(server: TaniumServer, sid: SessionId) -> None:
     sid.revalidate_after = 0.01
     time.sleep(0.02)
-    server.revoke(sid._token or "")
+    server.revoke(sid.state.current or "")
     server.inject("/auth", delay=0.2, passthrough=True)
     barrier = threading.Barrier(16)
     kinds: list[type[BaseException]] = []
@@ -392,19 +409,26 @@ def test_repr_and_str_show_state_not_token(sid: SessionId) -> None:
 def test_cause_is_logged_and_unknown_kwargs_refused(
     sid: SessionId, caplog: pytest.LogCaptureFixture
 ) -> None:
-    sid.log.setLevel(logging.DEBUG)
     sid.validate(cause="checking before a long job")
     assert "checking before a long job" in caplog.text
     with pytest.raises(TypeError, match="bogus"):
         sid.validate(bogus=1)
 
 
-def test_lvl_sets_this_objects_level_only(server: TaniumServer, client: HttpClient) -> None:
-    quiet = SessionId(client, server.new_session(), lvl="warning")
-    loud = SessionId(client, server.new_session(), lvl="debug")
-    assert quiet.log.level == logging.WARNING and loud.log.level == logging.DEBUG
-    with pytest.raises(ValueError):
-        SessionId(client, server.new_session(), lvl="chatty")
+def test_lvl_sets_the_module_logger_only_when_given(
+    server: TaniumServer, client: HttpClient
+) -> None:
+    module_log = logging.getLogger("requests_tanium_session.session_id")
+    before = module_log.level
+    try:
+        SessionId(client, server.new_session())
+        assert module_log.level == before  # no lvl: logging configuration left alone
+        SessionId(client, server.new_session(), lvl="warning")
+        assert module_log.level == logging.WARNING
+        with pytest.raises(ValueError):
+            SessionId(client, server.new_session(), lvl="chatty")
+    finally:
+        module_log.setLevel(before)
 
 
 def test_pickle_drops_the_token(sid: SessionId) -> None:
@@ -431,5 +455,5 @@ def test_confirm_by_another_token_does_not_refresh_clock(sid: SessionId) -> None
     time.sleep(0.3)
     sid.confirm("1-1-notthetoken")
     assert sid.last_used is not None and sid.last_used >= 0.3
-    sid.confirm(sid._token or "")
+    sid.confirm(sid.state.current or "")
     assert sid.last_used < 0.3

@@ -20,6 +20,7 @@ from requests.auth import AuthBase
 from urllib3.util import Retry
 
 from ..auth import TaniumSessionAuth
+from ..protocol import HEADER
 from .server import TaniumServer
 
 __all__ = ["LoadReport", "run_load"]
@@ -85,7 +86,7 @@ class _Watch(AuthBase):
     def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
         began = time.monotonic()
         r = self.inner(r)
-        token = r.headers.get("session")
+        token = r.headers.get(HEADER)
         if token is not None:
             self.sends.append((began, token))  # list.append is atomic
         return r
@@ -118,7 +119,7 @@ def run_load(
     sid = auth.session_id
     server.reset_counts()
     sends: list[tuple[float, str]] = []
-    adopted: list[tuple[float, str]] = [(time.monotonic(), sid._token or "")]
+    adopted: list[tuple[float, str]] = [(time.monotonic(), sid.state.current or "")]
     previous = auth.on_token_update
 
     def noted(token: str) -> None:
@@ -144,7 +145,7 @@ def run_load(
             elif kind == "rotate":
                 server.rotate_on_validate = not server.rotate_on_validate
             elif kind == "revoke":
-                token = sid._token
+                token = sid.state.current
                 if token is None:
                     continue
                 server.revoke(token)
@@ -162,11 +163,11 @@ def run_load(
             s.mount("http://", HTTPAdapter(max_retries=retry))
             s.mount("https://", HTTPAdapter(max_retries=retry))
             s.auth = watch
-            if server.ca_bundle:
-                s.verify = server.ca_bundle
+            # Per request: a session-level verify loses to REQUESTS_CA_BUNDLE.
+            verify = server.ca_bundle or True
             for _ in range(per_thread):
                 try:
-                    status = s.get(server.url + path).status_code
+                    status = s.get(server.url + path, verify=verify).status_code
                     with lock:
                         report.statuses[status] += 1
                 except Exception as exc:  # counted, never lost

@@ -1,0 +1,122 @@
+"""Single flight: one thread does the server work, the others wait for its outcome.
+
+Flights are numbered in the order they start, so a caller can insist on a flight that
+began after some moment (only a validation begun after a 401 arrived can judge it).
+Waiters wait no longer than the flight's deadline. A thread running a user callback
+(``refresh()``, ``on_token_update()``) is marked, so that it can be refused instead of
+waiting for a flight it is itself part of.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable, Iterator
+from time import monotonic
+from typing import Optional
+
+from requests.exceptions import ReadTimeout
+
+__all__ = ["Flights"]
+
+
+class _Flight:
+    __slots__ = ("deadline", "done", "error", "result", "seq")
+
+    def __init__(self, seq: int, deadline: float) -> None:
+        self.seq = seq
+        self.deadline = deadline
+        self.done = threading.Event()
+        self.result: Optional[str] = None
+        self.error: Optional[BaseException] = None
+
+    def finished(self, what: str) -> bool:
+        """Wait until the flight ends or its deadline passes (then ``ReadTimeout``)."""
+        if not self.done.wait(max(0.0, self.deadline - monotonic())):
+            raise ReadTimeout(f"gave up waiting for another thread's {what}")
+        return True
+
+    def outcome(self, what: str) -> str:
+        self.finished(what)
+        error = self.error
+        if error is not None:
+            try:
+                raise error
+            finally:
+                error = None  # no frame -> traceback -> exception cycle
+        assert self.result is not None
+        return self.result
+
+
+class Flights:
+    """Numbered single flights guarded by ``lock`` (shared with the state they change)."""
+
+    def __init__(self, lock: threading.Lock) -> None:
+        self.lock = lock
+        self.started = 0  # flights started so far
+        self._running: dict[str, _Flight] = {}
+        self._local = threading.local()
+        self._in_callbacks = 0  # threads inside a callback now: a lock-free fast check
+
+    def run(
+        self,
+        kind: str,
+        work: Callable[[int], str],
+        done: Optional[Callable[[], Optional[str]]],
+        timeout: float,
+        after: Optional[int] = None,
+    ) -> str:
+        """Run ``work(seq)`` once for every thread that needs it now; share its outcome.
+
+        ``done()`` (under the lock) returns a result when no work is needed. With
+        ``after``, a flight numbered ``<= after`` is too old to answer: wait for it to
+        end, then judge again. Waiters give up with ``ReadTimeout`` at the deadline
+        (``timeout`` seconds after the flight began).
+        """
+        what = kind
+        while True:
+            with self.lock:
+                if done is not None:
+                    ready = done()
+                    if ready is not None:
+                        return ready
+                flight = self._running.get(kind)
+                if flight is None:
+                    self.started += 1
+                    flight = self._running[kind] = _Flight(self.started, monotonic() + timeout)
+                    break
+            if after is None or flight.seq > after:
+                return flight.outcome(what)
+            flight.finished(what)
+        try:
+            flight.result = work(flight.seq)
+            return flight.result
+        except BaseException as exc:
+            flight.error = exc
+            raise
+        finally:
+            with self.lock:
+                del self._running[kind]
+            flight.done.set()
+            del flight  # the traceback keeps this frame: let go of the error
+
+    # -- user callbacks ---------------------------------------------------------
+
+    @contextlib.contextmanager
+    def callback(self) -> Iterator[None]:
+        """Mark this thread as running a user callback for the duration."""
+        local = self._local
+        depth = getattr(local, "depth", 0)
+        local.depth = depth + 1
+        with self.lock:
+            self._in_callbacks += 1
+        try:
+            yield
+        finally:
+            local.depth = depth
+            with self.lock:
+                self._in_callbacks -= 1
+
+    def in_callback(self) -> bool:
+        """True on a thread that is running a user callback of this object."""
+        return self._in_callbacks > 0 and getattr(self._local, "depth", 0) > 0

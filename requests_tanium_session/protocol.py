@@ -1,0 +1,359 @@
+"""Tanium's session protocol, without I/O: how to ask, and how to judge an answer.
+
+Every front-end (the ``requests`` adapter, the httpx flows) builds its calls here and
+hands what came back to a judge here; nothing else knows a path, a header or a status
+rule. A judge never raises: it returns a :class:`Verdict`, so the caller raises outside
+any ``except`` block and no raw answer hangs on an exception's ``__context__``.
+"""
+
+from __future__ import annotations
+
+import base64
+import enum
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final, Optional
+
+__all__ = [
+    "API_TOKEN_PREFIX",
+    "AUTH_PATH",
+    "CONSOLE_PATH",
+    "DEFAULT_EXPIRES_AFTER",
+    "DEFAULT_LOGIN_TIMEOUT",
+    "DEFAULT_LOGOUT_TIMEOUT",
+    "DEFAULT_REFRESH_STATUS_CODES",
+    "DEFAULT_REVALIDATE_AFTER",
+    "ENV_SESSION",
+    "ENV_URL",
+    "HEADER",
+    "Call",
+    "Default",
+    "Kind",
+    "Verdict",
+    "check_seconds",
+    "check_token",
+    "console_call",
+    "is_api_token",
+    "judge_logout",
+    "judge_token",
+    "judge_version",
+    "login_call",
+    "logout_call",
+    "redact_headers",
+    "uid_of",
+    "validate_call",
+]
+
+# -- the wire -------------------------------------------------------------------
+
+#: Request header carrying the session id or API token.
+HEADER: Final = "session"
+
+#: Validates, logs in (credentials) and logs out session ids.
+AUTH_PATH: Final = "/auth"
+
+#: Validates API tokens (JSON ``{"session": token}``).
+VALIDATE_PATH: Final = "/api/v2/session/validate"
+
+#: Ends an API token's session.
+LOGOUT_PATH: Final = "/api/v2/session/logout"
+
+#: Unauthenticated console configuration carrying ``serverVersion``.
+CONSOLE_PATH: Final = "/config/console.json"
+
+#: Prefix of Tanium API tokens.
+API_TOKEN_PREFIX: Final = "token-"
+
+#: Environment variables read by ``from_env()`` and the command line.
+ENV_URL: Final = "TANIUM_URL"
+ENV_SESSION: Final = "TANIUM_SESSION"
+
+#: Headers whose values are secrets: redacted wherever a request is kept.
+SECRET_HEADERS: Final = frozenset({"session", "username", "password"})
+
+#: What a redacted value reads.
+REDACTED: Final = "<redacted>"
+
+# -- defaults, each defined once ------------------------------------------------
+
+
+class Default(float):
+    """A default number of seconds: equal to the value, but told apart from an explicit one.
+
+    ``isinstance(x, Default)`` is True only when the caller did not pass the argument,
+    so an explicit ``revalidate_after=5`` overrides even when it equals the default.
+    """
+
+    __slots__ = ()
+
+
+#: Seconds after a confirmation before the token is validated again (0: every time).
+DEFAULT_REVALIDATE_AFTER: Final[float] = Default(5)
+
+#: Seconds of idleness after which a session counts as expired (the server's 300 - 5).
+DEFAULT_EXPIRES_AFTER: Final[float] = Default(295)
+
+#: Wall-clock seconds for one validate or login call, body included.
+DEFAULT_LOGIN_TIMEOUT: Final[float] = Default(5)
+
+#: Wall-clock seconds for one logout call, body included.
+DEFAULT_LOGOUT_TIMEOUT: Final[float] = Default(5)
+
+#: Statuses from the Tanium origin that make the adapter check the session.
+DEFAULT_REFRESH_STATUS_CODES: Final = (401, 403)
+
+# -- limits ------------------------------------------------------------------------
+
+#: Longest token accepted, from a caller or from the server.
+MAX_TOKEN_LENGTH: Final = 4096
+
+#: Largest JSON answer read from the REST session endpoints.
+MAX_JSON_BYTES: Final = 1 << 16
+
+#: Largest ``console.json`` read.
+MAX_CONSOLE_BYTES: Final = 1 << 20
+
+#: Shortest token accepted from the server.
+MIN_ANSWER_LENGTH: Final = 16
+
+#: Statuses that mean "try again later" besides 5xx (except 501).
+TRANSIENT_STATUSES: Final = frozenset({408, 429})
+
+#: Statuses that mean "this is not a Tanium endpoint": check the URL.
+NOT_TANIUM_STATUSES: Final = frozenset({404, 405, 501})
+
+_INPUT_RE = re.compile(rf"[!-~]{{1,{MAX_TOKEN_LENGTH}}}")
+_ANSWER_RE = re.compile(rf"[A-Za-z0-9._~+/=-]{{{MIN_ANSWER_LENGTH},{MAX_TOKEN_LENGTH}}}")
+_SESSION_ID_RE = re.compile(r"(\d+)-\d+-[0-9A-Fa-f]+")
+_API_TOKEN_RE = re.compile(r"token-[0-9A-Fa-f]+")
+
+
+# -- values ----------------------------------------------------------------------------
+
+
+def check_seconds(name: str, value: object, zero_ok: bool = False) -> float:
+    """``value`` as a finite number of seconds (> 0, or >= 0 with ``zero_ok``)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds")
+    if not math.isfinite(value) or value < 0 or (value == 0 and not zero_ok):
+        limit = "0 or more" if zero_ok else "greater than 0"
+        raise ValueError(f"{name} must be finite and {limit}")
+    return float(value)
+
+
+# -- tokens --------------------------------------------------------------------------
+
+
+def check_token(value: object, what: str = "session") -> str:
+    """Return ``value`` as a plain ``str`` if it is a well-formed token.
+
+    Raises ``TypeError``/``ValueError`` whose message never shows the value.
+    """
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be a str, not {type(value).__name__}")
+    value = str.__str__(value)  # a str subclass is stored as a plain str
+    if not value:
+        raise ValueError(f"{what} must not be empty")
+    if len(value) > MAX_TOKEN_LENGTH:
+        raise ValueError(f"{what} is longer than {MAX_TOKEN_LENGTH} characters")
+    if _INPUT_RE.fullmatch(value) is None:
+        raise ValueError(f"{what} must be printable ASCII without whitespace or control characters")
+    return value
+
+
+def is_api_token(token: str) -> bool:
+    """True for a Tanium API token (``token-…``), False for a session id."""
+    return token.startswith(API_TOKEN_PREFIX)
+
+
+def uid_of(token: str) -> Optional[int]:
+    """The user id of a ``uid-counter-hex`` session id, else None."""
+    match = _SESSION_ID_RE.fullmatch(token)
+    return int(match.group(1)) if match else None
+
+
+def _answer_shaped(answer: str, sent: Optional[str]) -> bool:
+    if _ANSWER_RE.fullmatch(answer) is None:
+        return False
+    if sent is not None:
+        if _SESSION_ID_RE.fullmatch(sent):
+            return _SESSION_ID_RE.fullmatch(answer) is not None
+        if _API_TOKEN_RE.fullmatch(sent):
+            return _API_TOKEN_RE.fullmatch(answer) is not None
+    return True
+
+
+# -- how to ask ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Call:
+    """One request to the Tanium server: method, path, headers or JSON, body cap."""
+
+    method: str
+    path: str
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+    json: Any = field(default=None, repr=False)
+    limit: int = MAX_TOKEN_LENGTH  # largest body read; a longer one is malformed
+    api: bool = False  # the answer is REST JSON, not a text token
+    sent: Optional[str] = field(default=None, repr=False)  # the token it carries
+
+
+def validate_call(token: str) -> Call:
+    """Validate ``token``: ``POST /auth`` for session ids, REST validate for API tokens."""
+    if is_api_token(token):
+        return Call("POST", VALIDATE_PATH, json={"session": token}, limit=MAX_JSON_BYTES,
+                    api=True, sent=token)  # fmt: skip
+    return Call("POST", AUTH_PATH, headers={HEADER: token}, sent=token)
+
+
+def login_headers(
+    username: str, password: str, domain: str = "", secondary: str = ""
+) -> dict[str, str]:
+    """Headers of a credential login; ``ValueError``/``TypeError`` never show a value."""
+    for name, value in (("username", username), ("password", password)):
+        if not isinstance(value, str):
+            raise TypeError(f"{name} must be a str, not {type(value).__name__}")
+        if not value:
+            raise ValueError(f"{name} must not be empty")
+    headers = {
+        "username": base64.b64encode(username.encode("utf-8")).decode("ascii"),
+        "password": base64.b64encode(password.encode("utf-8")).decode("ascii"),
+    }
+    for name, value in (("domain", domain), ("secondary", secondary)):
+        if not isinstance(value, str):
+            raise TypeError(f"{name} must be a str, not {type(value).__name__}")
+        if value:
+            if value != value.strip():
+                raise ValueError(f"{name} must not start or end with whitespace")
+            if any(ord(c) < 0x20 or ord(c) > 0x7E for c in value):
+                raise ValueError(f"{name} must be printable ASCII")
+            headers[name] = value
+    return headers
+
+
+def login_call(headers: Mapping[str, str]) -> Call:
+    """Log in with credentials: ``POST /auth`` with the headers of :func:`login_headers`."""
+    return Call("POST", AUTH_PATH, headers=dict(headers))
+
+
+def logout_call(token: str, every: bool = False) -> Call:
+    """End this session (``logout: 0``) or every session of its user (``logout: 1``)."""
+    if is_api_token(token):
+        if every:
+            raise TypeError("logout_all() needs a session id, not an API token")
+        return Call("POST", LOGOUT_PATH, json={"session": token}, limit=MAX_JSON_BYTES,
+                    api=True, sent=token)  # fmt: skip
+    flag = "1" if every else "0"
+    return Call("POST", AUTH_PATH, headers={HEADER: token, "logout": flag}, sent=token)
+
+
+def console_call() -> Call:
+    """Read ``/config/console.json`` (no auth)."""
+    return Call("GET", CONSOLE_PATH, limit=MAX_CONSOLE_BYTES, api=True)
+
+
+def redact_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """A copy of ``headers`` with every secret value replaced."""
+    return {k: REDACTED if k.lower() in SECRET_HEADERS else v for k, v in headers.items()}
+
+
+# -- how to judge an answer ----------------------------------------------------------
+
+
+class Kind(enum.Enum):
+    """What an answer means."""
+
+    OK = "ok"  # 200 with a well-formed token (``Verdict.token``)
+    REJECTED = "rejected"  # the session or credentials are refused: drop the token
+    NOT_TANIUM = "not tanium"  # 404/405/501: the URL is not a Tanium endpoint
+    TRANSIENT = "transient"  # 5xx, 408, 429: try again later, keep the token
+    MALFORMED = "malformed"  # a 200 that carries no well-formed token, or another status
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The meaning of one answer; ``reason`` is safe to show (no secret, no body)."""
+
+    kind: Kind
+    reason: str
+    token: Optional[str] = field(default=None, repr=False)
+
+
+def _status_verdict(status: int, what: str) -> Verdict:
+    """Judge a non-200 status (the one status rule every call shares)."""
+    if status in NOT_TANIUM_STATUSES:
+        return Verdict(
+            Kind.NOT_TANIUM, f"answered {status}: is this a Tanium server? check the URL"
+        )
+    if status in TRANSIENT_STATUSES or status >= 500:
+        return Verdict(Kind.TRANSIENT, f"answered {status}; try again later")
+    if 400 <= status < 500:
+        return Verdict(Kind.REJECTED, f"answered {status}: {what}")
+    return Verdict(Kind.MALFORMED, f"answered an unexpected {status}")
+
+
+def _json(body: bytes) -> Any:
+    """Parsed JSON, or None when it is not (deep nesting included)."""
+    try:
+        return json.loads(body.decode("utf-8"))
+    except (ValueError, RecursionError):
+        return None
+
+
+def judge_token(call: Call, status: int, body: Optional[bytes]) -> Verdict:
+    """Judge the answer to a validate or login ``call``.
+
+    ``body`` is None when it was longer than ``call.limit``.
+    """
+    if call.sent is None:
+        refused = "the credentials were refused"
+    elif call.api:
+        refused = (
+            "the API token was rejected: it may have expired, been revoked or rotated, "
+            "or this client's address is not in its trusted list"
+        )
+    else:
+        refused = "the session was rejected: it expired or was revoked"
+    if status != 200:
+        return _status_verdict(status, refused)
+    if body is None:
+        return Verdict(Kind.MALFORMED, "answered 200 with a body too long to be a token")
+    if call.api:
+        data = _json(body)
+        if isinstance(data, dict) and isinstance(data.get("data"), dict):
+            data = data["data"]
+        value = data.get("session") if isinstance(data, dict) else None
+    else:
+        try:
+            value = body.decode("ascii")
+        except UnicodeDecodeError:
+            value = None
+    if not isinstance(value, str) or not _answer_shaped(value, call.sent):
+        return Verdict(Kind.MALFORMED, "answered 200 with something that is not a token")
+    return Verdict(Kind.OK, "answered 200", token=value)
+
+
+def judge_logout(status: int) -> Verdict:
+    """Judge the answer to a logout: 200 ends the session, anything else refuses."""
+    if status == 200:
+        return Verdict(Kind.OK, "answered 200")
+    return _status_verdict(status, "the logout was refused")
+
+
+def judge_version(status: int, body: Optional[bytes]) -> tuple[Optional[str], str]:
+    """``(serverVersion, "")`` from a ``console.json`` answer, or ``(None, why not)``."""
+    if status != 200:
+        return None, f"GET {CONSOLE_PATH} answered {status}"
+    if body is None:
+        return None, f"GET {CONSOLE_PATH} answered more than {MAX_CONSOLE_BYTES} bytes"
+    data = _json(body)
+    if not isinstance(data, dict):
+        return None, f"GET {CONSOLE_PATH} did not answer a JSON object"
+    raw = data.get("serverVersion")
+    if not isinstance(raw, str):
+        return None, f"GET {CONSOLE_PATH} carries no serverVersion string"
+    return raw, ""

@@ -1,0 +1,83 @@
+"""TokenState: the token, when it was last confirmed, its generation and why it ended.
+
+No I/O. Every change happens under ``lock``; reads on the hot path (:meth:`fresh`,
+:attr:`current`) take no lock: they read attributes that are only ever replaced whole.
+"""
+
+from __future__ import annotations
+
+import threading
+from time import monotonic
+from typing import Optional
+
+from .protocol import DEFAULT_REVALIDATE_AFTER
+
+__all__ = ["TokenState"]
+
+
+class TokenState:
+    """A token and its clock (``time.monotonic()``).
+
+    "Confirmed" means the token was set, the server answered ``200`` to a validation
+    of it, or a request carrying it got a ``2xx`` from the Tanium origin.
+    """
+
+    def __init__(self, token: Optional[str], lock: threading.Lock) -> None:
+        self.lock = lock
+        self.current: Optional[str] = token  #: the live token, or None (no I/O)
+        self.confirmed_at = monotonic()
+        self.generation = 0  #: bumps whenever the token changes or dies
+        self.ok_seq = 0  #: number of the last validation the server answered 200
+        self.ended = "no session was set"  #: why there is no live token
+        self.revalidate_after = DEFAULT_REVALIDATE_AFTER
+
+    def fresh(self) -> Optional[str]:
+        """The token if confirmed less than ``revalidate_after`` ago, else None."""
+        tok = self.current
+        if tok is not None and monotonic() - self.confirmed_at < self.revalidate_after:
+            return tok
+        return None
+
+    def age(self) -> Optional[float]:
+        """Seconds since the last confirmation; None without a live token."""
+        return None if self.current is None else monotonic() - self.confirmed_at
+
+    def confirm(self, token: str) -> None:
+        """A request carrying ``token`` succeeded (one float store, no lock)."""
+        if token == self.current:
+            self.confirmed_at = monotonic()
+
+    def adopt(self, token: str) -> bool:
+        """Take ``token``, confirmed now; True when it differs from the current one."""
+        with self.lock:
+            return self._set(token)
+
+    def answered(self, sent: str, token: str, seq: int) -> tuple[Optional[str], bool]:
+        """The server confirmed ``sent`` as ``token`` in validation ``seq``.
+
+        Returns the token to use and whether it changed. When another token was set
+        meanwhile (or the session ended), that one wins and ``token`` is ignored.
+        """
+        with self.lock:
+            if self.current != sent:
+                return self.current, False
+            self.ok_seq = max(self.ok_seq, seq)
+            return token, self._set(token)
+
+    def kill(self, token: str, why: str) -> bool:
+        """End ``token`` if it is still the current one; True when it was."""
+        with self.lock:
+            if self.current != token:
+                return False
+            self.current = None
+            self.ended = why
+            self.generation += 1
+            return True
+
+    def _set(self, token: str) -> bool:
+        changed = token != self.current
+        self.current = token
+        self.confirmed_at = monotonic()
+        if changed:
+            self.generation += 1
+        return changed
