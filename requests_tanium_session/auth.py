@@ -572,6 +572,20 @@ class TaniumSession(requests.Session):
             url = f"{self.base_url}/{url.lstrip('/')}"
         return super().request(method, url, *args, **kwargs)
 
+    def merge_environment_settings(
+        self,
+        url: Any,
+        proxies: Any,
+        stream: Any,
+        verify: Any,
+        cert: Any,
+    ) -> Any:
+        """As ``requests`` does, except that a ``verify`` set on this session (a CA bundle
+        path or False) is not replaced by ``REQUESTS_CA_BUNDLE`` (requests #3829)."""
+        if verify is None and self.verify is not True:
+            verify = self.verify
+        return super().merge_environment_settings(url, proxies, stream, verify, cert)
+
     def rebuild_auth(
         self, prepared_request: requests.PreparedRequest, response: requests.Response
     ) -> None:

@@ -31,16 +31,15 @@ settings.register_profile("ci", max_examples=30, deadline=None)
 settings.register_profile("long", max_examples=1000, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
-_PROXY_VARS = [
-    "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY",
-    "http_proxy", "https_proxy", "all_proxy", "no_proxy",
-    "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "TANIUM_URL", "TANIUM_SESSION",
-]  # fmt: skip
+# The environment users have stays as it is (REQUESTS_CA_BUNDLE and friends are set on
+# many machines, this one included); the tests about it set what they need. Only the
+# variables that would replace a test's own server and session are cleared.
+_OWN_VARS = ["TANIUM_URL", "TANIUM_SESSION"]
 
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in _PROXY_VARS:
+    for name in _OWN_VARS:
         monkeypatch.delenv(name, raising=False)
 
 
@@ -129,18 +128,17 @@ def sid(server: TaniumServer, client: HttpClient) -> SessionId:
 
 
 @pytest.fixture
-def make_auth(server: TaniumServer) -> Iterator[Callable[..., TaniumSessionAuth]]:
-    made: list[TaniumSessionAuth] = []
+def tanium_server(server: TaniumServer) -> TaniumServer:
+    """The plugin's fixtures, bound to the leak-guarded ``server``."""
+    return server
 
-    def make(**kwargs: Any) -> TaniumSessionAuth:
-        session = kwargs.pop("session", None) or server.new_session()
-        auth = TaniumSessionAuth(kwargs.pop("url", server.url), session, **kwargs)
-        made.append(auth)
-        return auth
 
-    yield make
-    for auth in made:
-        auth.close()
+@pytest.fixture
+def make_auth(
+    tanium_auth_factory: Callable[..., TaniumSessionAuth],
+) -> Callable[..., TaniumSessionAuth]:
+    """The plugin's ``tanium_auth_factory``."""
+    return tanium_auth_factory
 
 
 @pytest.fixture

@@ -36,6 +36,9 @@ def _session_for(srv: TaniumServer, auth: TaniumSessionAuth) -> requests.Session
     s = requests.Session()
     s.auth = auth
     if srv.ca_bundle:
+        # requests #3829: a session-level verify loses to REQUESTS_CA_BUNDLE (set on this
+        # machine) unless the session ignores the environment.
+        s.trust_env = False
         s.verify = srv.ca_bundle
     return s
 

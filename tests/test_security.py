@@ -301,6 +301,7 @@ def test_verify_false_warns_once_per_auth_object(tls_server: TaniumServer) -> No
         assert len(ours) == 1 and issubclass(ours[0].category, InsecureRequestWarning)
         with requests.Session() as s:
             s.auth = auth
+            s.trust_env = False  # else REQUESTS_CA_BUNDLE replaces verify=False (requests #3829)
             s.verify = False
             for _ in range(3):
                 assert s.get(tls_server.url + "/api/v2/sensors").status_code == 200
@@ -315,6 +316,7 @@ def test_tls_adapter_path_verifies_with_the_ca(tls_server: TaniumServer, ca_bund
     ) as auth:
         with requests.Session() as s:
             s.auth = auth
+            s.trust_env = False  # else REQUESTS_CA_BUNDLE replaces the pinned CA (requests #3829)
             s.verify = ca_bundle
             assert s.get(tls_server.url + "/api/v2/sensors").status_code == 200
         assert auth.session_id.validate()

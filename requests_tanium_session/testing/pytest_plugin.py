@@ -1,17 +1,24 @@
-"""pytest plugin: ``tanium_server``, ``tanium_server_tls`` and ``tanium_auth`` fixtures.
+"""pytest plugin: a real local Tanium server and auth objects bound to it.
 
 Registered through the ``pytest11`` entry point, so installing the package is enough.
+
+Fixtures: ``tanium_server`` (HTTP), ``tanium_server_tls`` (TLS, needs ``trustme``),
+``tanium_auth``, ``tanium_auth_tls``, ``tanium_auth_factory`` and ``tanium_session``.
+Each test gets fresh ones; everything is closed or stopped at teardown.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 
-from ..auth import TaniumSessionAuth
+from ..auth import TaniumSession, TaniumSessionAuth
 from .server import TaniumServer
+from .tls import cert_context, local_tls
+
+__all__ = ["cert_context"]  # kept here for earlier imports; it lives in .tls
 
 
 @pytest.fixture
@@ -27,24 +34,11 @@ def tanium_server_tls(tmp_path: Any) -> Iterator[TaniumServer]:
 
     Needs ``trustme`` (the ``test`` extra); skipped without it.
     """
-    trustme = pytest.importorskip("trustme")
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1", "localhost")
-    context = cert_context(cert)
+    pytest.importorskip("trustme")
     bundle = tmp_path / "tanium-ca.pem"
-    ca.cert_pem.write_to_path(str(bundle))
-    with TaniumServer(ssl_context=context) as server:
+    with TaniumServer(ssl_context=local_tls(bundle)) as server:
         server.ca_bundle = str(bundle)
         yield server
-
-
-def cert_context(cert: Any) -> Any:
-    """A server ``SSLContext`` holding a trustme leaf certificate."""
-    import ssl
-
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    cert.configure_cert(context)
-    return context
 
 
 @pytest.fixture
@@ -52,3 +46,41 @@ def tanium_auth(tanium_server: TaniumServer) -> Iterator[TaniumSessionAuth]:
     """A ``TaniumSessionAuth`` holding a fresh session of ``tanium_server``."""
     with TaniumSessionAuth(tanium_server.url, tanium_server.new_session()) as auth:
         yield auth
+
+
+@pytest.fixture
+def tanium_auth_tls(tanium_server_tls: TaniumServer) -> Iterator[TaniumSessionAuth]:
+    """A ``TaniumSessionAuth`` for ``tanium_server_tls``, verifying with its CA bundle."""
+    server = tanium_server_tls
+    assert server.ca_bundle is not None
+    with TaniumSessionAuth(server.url, server.new_session(), verify=server.ca_bundle) as auth:
+        yield auth
+
+
+@pytest.fixture
+def tanium_auth_factory(
+    tanium_server: TaniumServer,
+) -> Iterator[Callable[..., TaniumSessionAuth]]:
+    """Make ``TaniumSessionAuth`` objects for ``tanium_server``, closed at teardown.
+
+    Call it with ``TaniumSessionAuth`` keyword arguments; without ``session=`` each
+    gets a fresh session id: ``auth = tanium_auth_factory(revalidate_after=0)``.
+    """
+    made: list[TaniumSessionAuth] = []
+
+    def make(**kwargs: Any) -> TaniumSessionAuth:
+        session = kwargs.pop("session", None) or tanium_server.new_session()
+        auth = TaniumSessionAuth(kwargs.pop("url", tanium_server.url), session, **kwargs)
+        made.append(auth)
+        return auth
+
+    yield make
+    for auth in made:
+        auth.close()
+
+
+@pytest.fixture
+def tanium_session(tanium_server: TaniumServer) -> Iterator[TaniumSession]:
+    """A ``TaniumSession`` on ``tanium_server``: ``tanium_session.get("/api/v2/sensors")``."""
+    with TaniumSession(tanium_server.url, tanium_server.new_session()) as session:
+        yield session

@@ -70,6 +70,8 @@ class Fault:
     partial: bool = False  # promise a body, send part of it, close
     count: Optional[int] = 1
     passthrough: bool = False  # after the delay, answer normally
+    trickle: float = 0.0  # send the body one byte every ``trickle`` seconds
+    endless: bool = False  # repeat the body without end (until the client hangs up)
 
 
 @dataclass(frozen=True)
@@ -181,6 +183,10 @@ class _Handler(BaseHTTPRequestHandler):
                 owner._record(self.command, path, headers, 0)
                 self.close_connection = True
                 return
+            if fault.trickle or fault.endless:
+                owner._record(self.command, path, headers, fault.status)
+                self._stream(fault)
+                return
             if fault.partial:
                 owner._record(self.command, path, headers, fault.status)
                 self.send_response(fault.status)
@@ -197,6 +203,30 @@ class _Handler(BaseHTTPRequestHandler):
         status, payload, extra = owner._answer(self.command, path, headers, body)
         owner._record(self.command, path, headers, status)
         self._send(status, payload, extra)
+
+    def _stream(self, fault: Fault) -> None:
+        """A slow or endless body: one byte per ``trickle`` seconds, or the body forever."""
+        self.close_connection = True
+        self.send_response(fault.status)
+        for name, value in fault.headers.items():
+            self.send_header(name, value)
+        size = 1 << 40 if fault.endless else len(fault.body)
+        self.send_header("Content-Length", str(size))
+        self.end_headers()
+        chunk = fault.body or b"x"
+        try:
+            while True:
+                if fault.trickle:
+                    for i in range(len(chunk)):
+                        self.wfile.write(chunk[i : i + 1])
+                        self.wfile.flush()
+                        time.sleep(fault.trickle)
+                else:
+                    self.wfile.write(chunk)
+                if not fault.endless:
+                    return
+        except OSError:
+            return  # the client hung up
 
     def _send(self, status: int, body: bytes, headers: dict[str, str]) -> None:
         self.log_request(status)
