@@ -12,26 +12,28 @@ import getpass
 import json
 import logging
 import os
+import signal
 import sys
 import tempfile
 import threading
 import time
 import warnings
 from collections.abc import Sequence
-from typing import Any, Optional, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn, Optional, TextIO
 
 import requests
-from requests.adapters import HTTPAdapter
 from urllib3.exceptions import InsecureRequestWarning
-from urllib3.util import Retry
 
 from . import __version__
 from .auth import TaniumSessionAuth
-from .exceptions import LoginError, LogoutError, TaniumAuthError
+from .exceptions import InvalidToken, LoginError, LogoutError, TaniumAuthError
 from .http_client import HttpClient
+from .protocol import ENV_SESSION, ENV_URL
 from .session_id import SessionId
-from .testing.server import TaniumServer
 from .versions import get_server_version
+
+if TYPE_CHECKING:
+    from .testing.server import TaniumServer
 
 __all__ = ["main"]
 
@@ -41,9 +43,10 @@ EXIT_OK, EXIT_REJECTED, EXIT_ERROR = 0, 1, 2
 class _Fail(Exception):
     """An expected failure: printed as one line, no traceback."""
 
-    def __init__(self, message: str, code: int = EXIT_ERROR) -> None:
+    def __init__(self, message: str, code: int = EXIT_ERROR, status: Optional[int] = None) -> None:
         super().__init__(message)
         self.code = code
+        self.status = status
 
 
 def _out(text: str, stream: Optional[TextIO] = None) -> None:
@@ -54,51 +57,82 @@ def _out(text: str, stream: Optional[TextIO] = None) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    from .testing.server import DEFAULT_USER, TaniumServer
+
     threads, count = args.threads, args.requests
     if threads < 1 or count < 1:
         raise _Fail("--threads and --requests must be at least 1")
     gap = 0.3
+    user, password = DEFAULT_USER[0], DEFAULT_USER[1]
     with TaniumServer() as server:
         _out(f"local Tanium server at {server.url} (version {server.version})")
-        session_id = server.new_session()
-        # Everything here is on loopback: no proxy from the environment applies.
-        http = requests.Session()
-        http.trust_env = False
-        retry = Retry(total=3, backoff_factor=0.05, status_forcelist=[502, 503, 504])
-        http.mount("http://", HTTPAdapter(max_retries=retry))
-        private = requests.Session()
-        private.trust_env = False
-        client = HttpClient(server.url, session=private)
-        auth = TaniumSessionAuth(session=session_id, http_client=client, revalidate_after=gap)
-        http.auth = auth
         api = server.url + "/api/v2/sensors"
+        # Everything here is on loopback: no proxy from the environment applies.
+        auth = TaniumSessionAuth.from_credentials(server.url, user, password, revalidate_after=gap)
+        with auth, requests.Session() as http:
+            http.trust_env = False
+            http.auth = auth
+            _out(f"0. logged in as {user!r} with from_credentials (1 /auth login)")
+            server.reset_counts()
 
-        _out(f"1. burst: {count} requests from {threads} thread(s) through one auth")
-        ok = _burst(http, api, threads, count)
-        _out(f"   {ok}/{count} answered 200; /auth calls: {server.count('/auth')}")
+            _out(f"1. burst: {count} requests from {threads} thread(s) through one auth")
+            ok = _burst(http, api, threads, count)
+            _out(f"   {ok}/{count} answered 200; /auth calls: {server.count('/auth')}")
 
-        _out(f"2. idle for {gap + 0.1:.1f} s (revalidate_after={gap} s), then one request")
-        time.sleep(gap + 0.1)
-        before = server.count("/auth")
-        status = http.get(api).status_code
-        _out(f"   answered {status}; /auth calls for it: {server.count('/auth') - before}")
+            _out(f"2. idle for {gap + 0.1:.1f} s (revalidate_after={gap} s), then one request")
+            time.sleep(gap + 0.1)
+            before = server.count("/auth")
+            status = http.get(api).status_code
+            _out(f"   answered {status}; /auth calls for it: {server.count('/auth') - before}")
 
-        _out("3. an administrator revokes the session, then one request")
-        server.revoke(session_id)
-        before = server.count("/auth")
+            _out("3. an administrator revokes the session, then one request")
+            server.revoke(auth.session_id.state.current or "")
+            calls = dict(server.auth_calls)
+            resp = http.get(api)
+            validations = server.auth_calls["validate"] - calls.get("validate", 0)
+            logins = server.auth_calls["login"] - calls.get("login", 0)
+            _out(
+                f"   answered {resp.status_code} after {len(resp.history)} resend: the old "
+                f"session was rejected ({validations} validation) and from_credentials logged "
+                f"in again ({logins} login)"
+            )
+
+            _out("4. a request the user may not make (GET /api/v2/denied)")
+            before_auth = server.count("/auth")
+            denied = http.get(server.url + "/api/v2/denied")
+            _out(
+                f"   answered {denied.status_code}; one /auth check "
+                f"({server.count('/auth') - before_auth}) found the session alive, so this "
+                "is a permission answer, returned as it is"
+            )
+        code = _demo_without_refresh(server, api)
+        total = sum(n for path, n in server.counts.items() if path.startswith("/api/"))
+        answered = sum(
+            n
+            for (path, st), n in server.statuses.items()
+            if st == 200 and path == "/api/v2/sensors"
+        )
+        _out(
+            f"done: {total} API requests ({answered} answered 200), "
+            f"{server.auth_calls['validate']} validations and {server.auth_calls['login']} "
+            "logins in all; 1 revocation recovered, 1 permission 403 told apart"
+        )
+    return code
+
+
+def _demo_without_refresh(server: TaniumServer, api: str) -> int:
+    _out("5. the same revocation with a bare session id and no refresh")
+    with TaniumSessionAuth(server.url, server.new_session()) as auth, requests.Session() as http:
+        http.trust_env = False
+        http.auth = auth
+        server.revoke(auth.session_id.state.current or "")
         try:
             http.get(api)
-            _out("   unexpected: the request succeeded")
-            code = EXIT_ERROR
         except LoginError as exc:
-            _out(f"   {type(exc).__name__}: {exc}")
-            code = EXIT_OK
-        _out(f"   /auth calls for it: {server.count('/auth') - before}")
-        total = sum(n for path, n in server.counts.items() if path != "/auth")
-        _out(f"done: {total} API requests, {server.count('/auth')} /auth calls in all")
-        http.close()
-        private.close()
-    return code
+            _out(f"   {type(exc).__name__} (a LoginError): {exc}")
+            return EXIT_OK
+    _out("   unexpected: the request succeeded")
+    return EXIT_ERROR
 
 
 def _burst(http: requests.Session, url: str, threads: int, count: int) -> int:
@@ -122,35 +156,39 @@ def _burst(http: requests.Session, url: str, threads: int, count: int) -> int:
 
 
 def _read_session() -> str:
-    value = os.environ.get("TANIUM_SESSION", "")
+    value = os.environ.get(ENV_SESSION, "")
     if value:
         return value
     if sys.stdin is None:
-        raise _Fail("no session: set TANIUM_SESSION or enter it at the prompt")
+        raise _Fail(f"no session: set {ENV_SESSION} or enter it at the prompt")
     if sys.stdin.isatty():
         value = getpass.getpass("Tanium session: ")
     else:
         value = sys.stdin.readline().rstrip("\r\n")
     if not value:
-        raise _Fail("no session: set TANIUM_SESSION or enter it at the prompt")
+        raise _Fail(f"no session: set {ENV_SESSION} or enter it at the prompt")
     return value
 
 
 def _client(args: argparse.Namespace) -> HttpClient:
-    url = args.url or os.environ.get("TANIUM_URL", "")
+    url = args.url or os.environ.get(ENV_URL, "")
     if not url:
-        raise _Fail("no server: pass --url or set TANIUM_URL")
+        raise _Fail(f"no server: pass --url or set {ENV_URL}")
     verify: Any = True
     if args.insecure:
         _out("warning: TLS certificate verification is off (--insecure)", sys.stderr)
         warnings.simplefilter("ignore", InsecureRequestWarning)
         verify = False
     elif args.ca_bundle:
+        if not os.path.exists(args.ca_bundle):
+            raise _Fail(f"--ca-bundle: no such file or directory: {args.ca_bundle}")
         verify = args.ca_bundle
     return HttpClient(url, verify=verify, allow_http=args.allow_http)
 
 
 def _session_id(args: argparse.Namespace, client: HttpClient) -> SessionId:
+    if args.timeout <= 0:
+        raise _Fail("--timeout must be greater than 0")
     return SessionId(
         client,
         _read_session(),
@@ -160,147 +198,286 @@ def _session_id(args: argparse.Namespace, client: HttpClient) -> SessionId:
     )
 
 
-def _validate(args: argparse.Namespace) -> int:
+def _validate(args: argparse.Namespace) -> dict[str, Any]:
     with _client(args) as client:
         sid = _session_id(args, client)
         before = sid.generation
         sid.validate(cause="tanium-session validate")
         try:
             version: Optional[str] = str(get_server_version(client, timeout=args.timeout))
-        except ValueError:
+        except (ValueError, requests.RequestException):
             version = None
+        api = sid.uid is None
         info = {
+            "ok": True,
             "url": client.url,
             "valid": True,
             "uid": sid.uid,
-            "api_token": sid.uid is None,
+            "api_token": api,
             "server_version": version,
             "rotated": sid.generation != before,
         }
+    what = "valid API token" if api else f"valid session for uid {info['uid']}"
+    info["text"] = [
+        f"{what} at {client.url}",
+        f"server version: {version or 'unknown'}",
+        f"rotated: {'yes' if info['rotated'] else 'no'}",
+    ]
+    return info
+
+
+def _logout(args: argparse.Namespace) -> dict[str, Any]:
+    with _client(args) as client:
+        sid = _session_id(args, client)
+        who = "API token" if sid.uid is None else f"uid {sid.uid}"
+        if args.all:
+            sid.logout_all(cause="tanium-session logout --all")
+            text = f"every session of {who} at {client.url} ended"
+        else:
+            sid.logout(cause="tanium-session logout")
+            text = f"session of {who} at {client.url} ended"
+    return {"ok": True, "url": client.url, "all": bool(args.all), "text": [text]}
+
+
+def _report(args: argparse.Namespace) -> int:
+    """Run validate/logout; one JSON object or text lines, whatever happens."""
+    try:
+        info = args.run(args)
+    except Exception as exc:
+        code, message, status = _judge(exc)
+        if args.json:
+            _out(json.dumps({"ok": False, "error": message, "status": status}))
+        else:
+            _out(f"tanium-session: {message}", sys.stderr)
+        return code
+    text = info.pop("text")
     if args.json:
         _out(json.dumps(info))
     else:
-        _out(f"valid session for uid {info['uid']} at {client.url}")
-        _out(f"server version: {version or 'unknown'}")
-        _out(f"rotated: {'yes' if info['rotated'] else 'no'}")
+        for line in text:
+            _out(line)
     return EXIT_OK
 
 
-def _logout(args: argparse.Namespace) -> int:
-    with _client(args) as client:
-        sid = _session_id(args, client)
-        if args.all:
-            sid.logout_all(cause="tanium-session logout --all")
-            _out(f"every session of uid {sid.uid} at {client.url} ended")
-        else:
-            sid.logout(cause="tanium-session logout")
-            _out(f"session of uid {sid.uid} at {client.url} ended")
-    return EXIT_OK
+def _judge(exc: Exception) -> tuple[int, str, Optional[int]]:
+    """Exit code, one safe line and the HTTP status for an exception."""
+    if isinstance(exc, _Fail):
+        return exc.code, str(exc), exc.status
+    response = getattr(exc, "response", None)
+    status = response.status_code if response is not None else None
+    if isinstance(exc, InvalidToken) or (
+        isinstance(exc, LogoutError) and status is not None and 400 <= status < 500
+    ):
+        return EXIT_REJECTED, f"rejected: {exc}", status
+    if isinstance(exc, (TaniumAuthError, requests.RequestException)):
+        return EXIT_ERROR, f"{type(exc).__name__}: {exc}", status
+    if isinstance(exc, (TypeError, ValueError)):
+        return EXIT_ERROR, str(exc), None
+    if isinstance(exc, OSError):
+        return EXIT_ERROR, f"{type(exc).__name__}: {exc.strerror or exc}", None
+    raise exc
 
 
 # -- serve ------------------------------------------------------------------
 
+_SERVE_HELP = """\
+commands on standard input: 'new-session' (a fresh session id), 'new-token' (a fresh
+API token), 'help', 'quit'; Ctrl-C also stops the server"""
+
 
 def _serve(args: argparse.Namespace) -> int:
+    from .testing.server import DEFAULT_EXPIRATION, DEFAULT_USER, TaniumServer
+
     context = None
+    bundle: Optional[str] = None
     if args.tls:
         try:
-            import trustme
-        except ImportError:
+            from .testing.tls import local_tls
+        except ImportError:  # pragma: no cover - the module itself imports nothing extra
             raise _Fail("--tls needs trustme (the 'test' extra)") from None
-        from .testing.pytest_plugin import cert_context
-
-        ca = trustme.CA()
-        context = cert_context(ca.issue_cert("127.0.0.1", "localhost"))
         fd, bundle = tempfile.mkstemp(prefix="tanium-ca-", suffix=".pem")
         os.close(fd)
-        ca.cert_pem.write_to_path(bundle)
+        try:
+            context = local_tls(bundle)
+        except ImportError:
+            os.unlink(bundle)
+            raise _Fail("--tls needs trustme (the 'test' extra)") from None
     server = TaniumServer(ssl_context=context, port=args.port)
     try:
         server.start()
     except OSError as exc:
+        if bundle:
+            os.unlink(bundle)
         raise _Fail(f"cannot listen on port {args.port}: {exc.strerror}") from None
-    _out(f"local Tanium server at {server.url}")
-    if context is not None:
-        _out(f"CA bundle: {bundle}")
-    _out(f"session id: {server.new_session()}")
-    _out(f"API token: {server.new_api_token()}")
-    _out("press Ctrl-C to stop")
+    stop = threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())  # clean up on terminate too
     try:
+        _out(f"local Tanium server at {server.url}")
+        if bundle:
+            _out(f"CA bundle: {bundle}")
+        session = server.new_session()
+        _out(f"session id: {session}")
+        _out(f"API token: {server.new_api_token()}")
+        _out("")
+        _out("use it from a shell (values for this local server only):")
+        _out(f"  export {ENV_URL}={server.url}")
+        _out(f"  export {ENV_SESSION}={session}")
+        if bundle:
+            _out(f"  export REQUESTS_CA_BUNDLE={bundle}")
+        _out("  export NO_PROXY=127.0.0.1,localhost   # keep proxies off the local server")
+        _out(
+            f"log in with user {DEFAULT_USER[0]!r}, password {DEFAULT_USER[1]!r} "
+            "(TaniumSessionAuth.from_credentials, or POST /auth)"
+        )
+        _out(
+            f"sessions expire after {DEFAULT_EXPIRATION:.0f} s idle; type 'new-session' "
+            "here for a fresh one"
+        )
+        _out(_SERVE_HELP)
+        _out("press Ctrl-C to stop")
+        threading.Thread(target=_commands, args=(server, stop), daemon=True).start()
         deadline = time.monotonic() + args.duration if args.duration else None
-        while deadline is None or time.monotonic() < deadline:
-            time.sleep(0.2)
+        while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
+            stop.wait(0.2)
     except KeyboardInterrupt:
         pass
     finally:
         server.stop()
+        if bundle:
+            os.unlink(bundle)
     return EXIT_OK
+
+
+def _commands(server: TaniumServer, stop: threading.Event) -> None:
+    """Answer the line commands of ``serve`` until standard input ends."""
+    stdin = sys.stdin
+    if stdin is None:
+        return
+    for line in stdin:
+        command = line.strip()
+        if command == "new-session":
+            _out(f"session id: {server.new_session()}")
+        elif command == "new-token":
+            _out(f"API token: {server.new_api_token()}")
+        elif command == "quit":
+            stop.set()
+            return
+        elif command:
+            _out(_SERVE_HELP)
 
 
 # -- wiring -------------------------------------------------------------------
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argparse parser whose errors never echo an argument's value."""
+
+    def parse_args(self, args: Any = None, namespace: Any = None) -> Any:
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            names = sorted({a.split("=", 1)[0] for a in extras if a.startswith("-")})
+            others = sum(1 for a in extras if not a.startswith("-"))
+            shown = ", ".join(names) if names else "none"
+            self.error(
+                f"unrecognized arguments: options {shown}; {others} other value(s) not shown "
+                f"(a session is read from {ENV_SESSION} or a prompt, never from arguments)"
+            )
+        return parsed
+
+    def error(self, message: str) -> NoReturn:
+        if "invalid choice" not in message and "unrecognized arguments" not in message:
+            message = message.split(": '", 1)[0]  # "invalid int value: 'x'" -> no value
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_ERROR, f"{self.prog}: error: {message}\n")
+
+
+def _common() -> _Parser:
+    """Options that work before and after the subcommand."""
+    common = _Parser(add_help=False)
+    s = argparse.SUPPRESS
+    common.add_argument("-v", "--verbose", action="store_true", default=s, help="show DEBUG logs")
+    return common
+
+
+def _connection() -> _Parser:
+    """Options of the commands that talk to a Tanium server."""
+    conn = _Parser(add_help=False)
+    s = argparse.SUPPRESS
+    conn.add_argument("--url", default=s, help=f"Tanium server URL (default: {ENV_URL})")
+    conn.add_argument("--ca-bundle", default=s, help="CA bundle that verifies the server")
+    conn.add_argument("--insecure", action="store_true", default=s, help="do not verify TLS")
+    conn.add_argument("--timeout", type=float, default=s, help="seconds per call (default 5)")
+    conn.add_argument("--allow-http", action="store_true", default=s, help="allow http:// hosts")
+    conn.add_argument("--json", action="store_true", default=s, help="one JSON object on stdout")
+    return conn
+
+
+_DEFAULTS: dict[str, Any] = {
+    "verbose": False,
+    "url": None,
+    "ca_bundle": None,
+    "insecure": False,
+    "timeout": 5.0,
+    "allow_http": False,
+    "json": False,
+}
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="tanium-session", description="Tanium session tools for requests users."
+    common, conn = _common(), _connection()
+    parser = _Parser(
+        prog="tanium-session",
+        description="Tanium session tools for requests users.",
+        parents=[common, conn],
+        epilog="exit codes: 0 ok, 1 the server rejected the session, "
+        "2 usage, configuration or transport error",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="show DEBUG logs")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    demo = sub.add_parser("demo", help="run a short story against the built-in server")
-    demo.add_argument("--threads", type=int, default=4)
-    demo.add_argument("--requests", type=int, default=40)
-    demo.set_defaults(run=_demo)
+    demo = sub.add_parser(
+        "demo", parents=[common], help="run a short story against the built-in server"
+    )
+    demo.add_argument("--threads", type=int, default=4, help="threads of the burst (default 4)")
+    demo.add_argument(
+        "--requests", type=int, default=40, help="requests of the burst, in all (default 40)"
+    )
+    demo.set_defaults(main=_demo)
 
     for name, run, text in (
-        ("validate", _validate, "check a session (TANIUM_SESSION or a prompt)"),
-        ("logout", _logout, "end a session (TANIUM_SESSION or a prompt)"),
+        ("validate", _validate, f"check a session ({ENV_SESSION} or a prompt)"),
+        ("logout", _logout, f"end a session ({ENV_SESSION} or a prompt)"),
     ):
-        cmd = sub.add_parser(name, help=text)
-        cmd.add_argument("--url", help="Tanium server URL (default: TANIUM_URL)")
-        cmd.add_argument("--ca-bundle", help="CA bundle that verifies the server")
-        cmd.add_argument("--insecure", action="store_true", help="do not verify TLS")
-        cmd.add_argument("--timeout", type=float, default=5.0, help="seconds (default 5)")
-        cmd.add_argument("--allow-http", action="store_true", help="allow http:// hosts")
-        cmd.set_defaults(run=run)
-        if name == "validate":
-            cmd.add_argument("--json", action="store_true", help="machine-readable output")
-        else:
+        cmd = sub.add_parser(name, parents=[common, conn], help=text)
+        cmd.set_defaults(main=_report, run=run)
+        if name == "logout":
             cmd.add_argument("--all", action="store_true", help="end every session of the user")
 
-    serve = sub.add_parser("serve", help="run the local Tanium server in the foreground")
-    serve.add_argument("--port", type=int, default=0)
-    serve.add_argument("--tls", action="store_true", help="serve HTTPS with a trustme CA")
+    serve = sub.add_parser(
+        "serve", parents=[common], help="run the local Tanium server in the foreground"
+    )
+    serve.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: any)")
+    serve.add_argument("--tls", action="store_true", help="serve HTTPS with a throwaway CA")
     serve.add_argument("--duration", type=float, default=0, help=argparse.SUPPRESS)
-    serve.set_defaults(run=_serve)
+    serve.set_defaults(main=_serve)
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the command line; returns the exit code."""
-    parser = _parser()
-    args = parser.parse_args(argv)
+    args = _parser().parse_args(argv)
+    for name, value in _DEFAULTS.items():
+        if not hasattr(args, name):
+            setattr(args, name, value)
     if args.verbose:
         logging.basicConfig(level=logging.DEBUG, format="%(levelname)s %(name)s: %(message)s")
     try:
-        code: int = args.run(args)
+        code: int = args.main(args)
         return code
-    except _Fail as exc:
-        _out(f"tanium-session: {exc}", sys.stderr)
-        return exc.code
-    except (LoginError, LogoutError) as exc:
-        status = exc.response.status_code if exc.response is not None else None
-        if isinstance(exc, LoginError) or (status is not None and 400 <= status < 500):
-            _out(f"tanium-session: rejected: {exc}", sys.stderr)
-            return EXIT_REJECTED
-        _out(f"tanium-session: {type(exc).__name__}: {exc}", sys.stderr)
-        return EXIT_ERROR
-    except (TaniumAuthError, requests.RequestException) as exc:
-        _out(f"tanium-session: {type(exc).__name__}: {exc}", sys.stderr)
-        return EXIT_ERROR
-    except (TypeError, ValueError) as exc:
-        _out(f"tanium-session: {exc}", sys.stderr)
-        return EXIT_ERROR
     except KeyboardInterrupt:
         return EXIT_ERROR
+    except Exception as exc:
+        code, message, _ = _judge(exc)
+        _out(f"tanium-session: {message}", sys.stderr)
+        return code

@@ -17,6 +17,9 @@ from requests_tanium_session.testing import TaniumServer
 
 from .conftest import free_port
 
+#: The installed console script, as users run it.
+SCRIPT = str(Path(sys.executable).parent / "tanium-session")
+
 
 def run(
     *args: str, env: Optional[dict[str, str]] = None, stdin: str = "", timeout: float = 60
@@ -24,7 +27,7 @@ def run(
     base = {k: v for k, v in os.environ.items() if not k.startswith("TANIUM_")}
     base.update(env or {})
     return subprocess.run(
-        [sys.executable, "-m", "requests_tanium_session", *args],
+        [SCRIPT, *args],
         input=stdin,
         capture_output=True,
         text=True,
@@ -43,7 +46,14 @@ def test_demo_tells_the_story() -> None:
     out = proc.stdout
     assert "10/10 answered 200; /auth calls: 0" in out
     assert "/auth calls for it: 1" in out
+    # a revocation recovered by from_credentials: one validation, one login, one resend
+    assert "answered 200 after 1 resend" in out and "(1 validation)" in out
+    assert "(1 login)" in out
+    # a permission 403 told apart from a dead session
+    assert "answered 403" in out and "permission answer" in out
     assert "InvalidToken" in out and "done:" in out
+    assert out.rstrip().splitlines()[-1].startswith("done:")
+    _no_traceback(proc)
 
 
 def test_demo_rejects_bad_counts() -> None:
@@ -68,7 +78,7 @@ def test_validate_json_and_rotation(server: TaniumServer) -> None:
     assert proc.returncode == 0, proc.stderr
     info = json.loads(proc.stdout)
     assert info == {
-        "url": server.url, "valid": True, "uid": 1, "api_token": False,
+        "ok": True, "url": server.url, "valid": True, "uid": 1, "api_token": False,
         "server_version": "7.3.314.3424", "rotated": True,
     }  # fmt: skip
     assert token not in proc.stdout
@@ -82,12 +92,13 @@ def test_validate_reads_the_session_from_the_prompt(server: TaniumServer) -> Non
 
 
 def test_validate_api_token(server: TaniumServer) -> None:
-    proc = run(
-        "validate", "--json", "--url", server.url, env={"TANIUM_SESSION": server.new_api_token()}
-    )
+    token = server.new_api_token()
+    proc = run("validate", "--json", "--url", server.url, env={"TANIUM_SESSION": token})
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["api_token"] is True
     assert server.count("/auth") == 0
+    text = run("validate", "--url", server.url, env={"TANIUM_SESSION": token})
+    assert text.stdout.startswith("valid API token at") and "uid None" not in text.stdout
 
 
 def test_rejected_session_exits_1_with_one_line(server: TaniumServer) -> None:
@@ -138,9 +149,98 @@ def test_transport_error_exits_2() -> None:
     _no_traceback(proc)
 
 
-def test_session_is_never_taken_from_argv() -> None:
-    proc = run("validate", "--session", "1-2-abc")
+@pytest.mark.parametrize(
+    "args", [["--session", "1-2-abcdef"], ["--session=1-2-abcdef"], ["1-2-abcdef"]]
+)
+def test_session_is_never_taken_from_argv_nor_echoed(args: list[str]) -> None:
+    proc = run("validate", *args)
     assert proc.returncode == 2 and "unrecognized arguments" in proc.stderr
+    assert "1-2-abcdef" not in proc.stderr + proc.stdout
+    _no_traceback(proc)
+
+
+def test_bad_ca_bundle_exits_2_with_one_line(server: TaniumServer) -> None:
+    env = {"TANIUM_SESSION": server.new_session()}
+    proc = run("validate", "--url", server.url, "--ca-bundle", "/nonexistent/ca.pem", env=env)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert "/nonexistent/ca.pem" in proc.stderr
+    _no_traceback(proc)
+
+
+@pytest.mark.parametrize("status", [404, 501])
+def test_wrong_url_exits_2_asking_to_check_it(server: TaniumServer, status: int) -> None:
+    server.inject("/auth", status=status, count=None)
+    proc = run("validate", "--url", server.url, env={"TANIUM_SESSION": server.new_session()})
+    assert proc.returncode == 2
+    assert "is this a Tanium server? check the URL" in proc.stderr
+    assert "expired or was revoked" not in proc.stderr
+    _no_traceback(proc)
+
+
+def test_json_failure_is_one_object(server: TaniumServer) -> None:
+    token = server.new_session()
+    server.revoke(token)
+    proc = run("validate", "--json", "--url", server.url, env={"TANIUM_SESSION": token})
+    assert proc.returncode == 1
+    info = json.loads(proc.stdout)
+    assert info["ok"] is False and info["status"] == 401 and "rejected" in info["error"]
+    assert token not in proc.stdout
+    proc = run("validate", "--json", env={"TANIUM_SESSION": token})  # no URL at all
+    assert proc.returncode == 2 and json.loads(proc.stdout)["ok"] is False
+
+
+def test_logout_json(server: TaniumServer) -> None:
+    token = server.new_session()
+    proc = run("logout", "--json", "--url", server.url, env={"TANIUM_SESSION": token})
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == {"ok": True, "url": server.url, "all": False}
+    proc = run("logout", "--json", "--url", server.url, env={"TANIUM_SESSION": token})
+    assert proc.returncode == 1 and json.loads(proc.stdout)["ok"] is False
+
+
+def test_common_options_work_before_and_after_the_subcommand(
+    tls_server: TaniumServer, ca_bundle: str
+) -> None:
+    env = {"TANIUM_SESSION": tls_server.new_session()}
+    after = run(
+        "validate", "--url", tls_server.url, "-v", "--ca-bundle", ca_bundle, "--timeout", "3",
+        env=env,
+    )  # fmt: skip
+    assert after.returncode == 0, after.stderr
+    assert "DEBUG requests_tanium_session.session_id" in after.stderr
+    before = run(
+        "--verbose", "--ca-bundle", ca_bundle, "--url", tls_server.url, "validate", env=env
+    )
+    assert before.returncode == 0, before.stderr
+    assert "DEBUG requests_tanium_session.session_id" in before.stderr
+    insecure = run("validate", "--url", tls_server.url, "--insecure", env=env)
+    assert insecure.returncode == 0
+
+
+def test_ca_bundle_option_wins_over_requests_ca_bundle(
+    tls_server: TaniumServer, ca_bundle: str
+) -> None:
+    env = {
+        "TANIUM_SESSION": tls_server.new_session(),
+        "REQUESTS_CA_BUNDLE": requests.certs.where(),
+        "CURL_CA_BUNDLE": requests.certs.where(),
+    }
+    proc = run("validate", "--url", tls_server.url, "--ca-bundle", ca_bundle, env=env)
+    assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize("command", ["demo", "serve", "validate", "logout"])
+def test_every_option_has_help_text(command: str) -> None:
+    import argparse
+
+    from requests_tanium_session.cli import _parser
+
+    parser = _parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    cmd = sub.choices[command]
+    for action in cmd._actions:
+        assert action.help, action.option_strings
+    assert run(command, "--help").returncode == 0
 
 
 def test_usage_error_exits_2() -> None:
@@ -186,17 +286,19 @@ def test_version() -> None:
 
 def _serve(*extra: str) -> tuple[subprocess.Popen[str], dict[str, str]]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "requests_tanium_session", "serve", "--duration", "30", *extra],
+        [SCRIPT, "serve", "--duration", "30", *extra],
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
     )
     assert proc.stdout is not None
-    info: dict[str, str] = {}
+    info: dict[str, str] = {"text": ""}
     for line in proc.stdout:
+        info["text"] += line
         if line.startswith("press Ctrl-C"):
             break
         key, _, value = line.partition(": ") if ": " in line else line.partition(" at ")
-        info[key.strip()] = value.strip()
+        info.setdefault(key.strip(), value.strip())
     return proc, info
 
 
@@ -212,13 +314,25 @@ def test_serve_prints_url_session_and_api_token(tls: bool) -> None:
                 url + "/api/v2/sensors", headers={"session": info[key]}, verify=verify
             )  # type: ignore[arg-type]
             assert resp.status_code == 200
+        text = info["text"]
+        assert f"export TANIUM_URL={url}" in text
+        assert f"export TANIUM_SESSION={info['session id']}" in text
+        assert "expire after 300 s idle" in text and "'admin'" in text
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write("new-session\n")
+        proc.stdin.flush()
+        fresh = proc.stdout.readline().split(": ", 1)[1].strip()
+        assert fresh != info["session id"]
+        resp = requests.get(url + "/api/v2/sensors", headers={"session": fresh}, verify=verify)  # type: ignore[arg-type]
+        assert resp.status_code == 200
     finally:
         proc.terminate()
         proc.wait(10)
-        if proc.stdout:
-            proc.stdout.close()
-        if tls:
-            Path(info["CA bundle"]).unlink()
+        for stream in (proc.stdin, proc.stdout):
+            if stream:
+                stream.close()
+    if tls:
+        assert not Path(info["CA bundle"]).exists()  # removed when the server stopped
 
 
 def test_console_script_is_installed() -> None:

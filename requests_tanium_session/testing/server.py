@@ -255,11 +255,40 @@ def _json(status: int, data: Any) -> tuple[int, bytes, dict[str, str]]:
 class TaniumServer:
     """A local Tanium server on ``127.0.0.1`` (TLS when given a certificate).
 
+    Use as a context manager or call ``start()``/``stop()``; ``url`` is its base URL.
     TLS: pass ``certfile`` (and ``keyfile``) or a server ``ssl_context``.
 
-    Use as a context manager or call ``start()``/``stop()``. ``url`` is its base URL.
-    Server-side counters (``counts``, ``statuses``) and the request log (``requests``)
-    let tests prove how many calls a client made.
+    Endpoints:
+
+    - ``POST /auth``: with ``session``, validates (answers the token as text; a new
+      one when ``rotate_on_validate``) or, with ``logout: 0``/``1``, logs out; with
+      base64 ``username``/``password`` headers, logs in. A dead session answers
+      ``auth_reject_status`` (401).
+    - ``POST /api/v2/session/login`` (JSON credentials), ``…/validate`` and
+      ``…/logout`` (JSON ``{"session": token}``): ``{"data": {"session": …}}``.
+    - ``GET /config/console.json``: ``{"serverVersion": version, …}``, no auth.
+    - Protected, with a live ``session`` header (else ``dead_status``, 403):
+      ``/api/v2/sensors`` (two sensors), ``/api/v2/echo`` (method, uid, body),
+      ``/api/v2/system_status``, ``/soap`` (XML), and the paths in ``denied_paths``
+      (403 to a live session: "permission denied"); other ``/api/v2/`` paths 404.
+
+    Attributes a test may read or set:
+
+    - ``clock``: the server's :class:`Clock`; ``clock.advance(301)`` expires sessions
+      idle longer than ``session_expiration_seconds`` (300 by default).
+    - ``rotate_on_validate``: answer every ``/auth`` validation with a new token.
+    - ``denied_paths``: paths that answer 403 to a live session (``{"/api/v2/denied"}``).
+    - ``validate_bare``: answer REST validate with a bare ``{"session": …}``.
+    - ``ca_bundle``: a CA bundle path that verifies this server, when known.
+    - ``counts``, ``statuses`` and :meth:`count`: requests seen per path (and status).
+    - ``auth_calls``: ``/auth`` calls answered by kind: ``login``, ``validate``, ``logout``.
+    - ``used_after_rejection``: protected requests that carried a token this server had
+      already refused on ``/auth`` or validate.
+    - ``issued``: every token issued, so tests can prove none leaked.
+    - ``requests``/:meth:`received`: the last ``record`` requests, headers included.
+
+    Faults: :meth:`inject` queues answers per path (status, body, headers, delay,
+    dropped connection, partial, trickled or endless body); :meth:`redirect`.
     """
 
     def __init__(
@@ -464,7 +493,13 @@ class TaniumServer:
     # -- faults ---------------------------------------------------------------
 
     def inject(self, path: str, fault: Optional[Fault] = None, **kwargs: Any) -> Fault:
-        """Queue ``fault`` (or ``Fault(**kwargs)``) for requests to ``path``."""
+        """Queue ``fault`` (or ``Fault(**kwargs)``) for requests to ``path``.
+
+        A fault answers ``count`` requests (default 1; None: every request until
+        :meth:`clear_faults`). The ``/auth`` client retries 502/503/504 twice by itself,
+        so ``inject("/auth", status=503)`` is absorbed; use ``count=None`` (or 3) to see
+        ``AuthServiceUnavailable``.
+        """
         fault = fault if fault is not None else Fault(**kwargs)
         with self._lock:
             self._faults.setdefault(path, []).append(fault)
