@@ -27,6 +27,7 @@ from .exceptions import (
 )
 from .http_client import DEFAULT_PORTS, Closing, HttpClient, origin_of
 from .protocol import (
+    AUTH_PATH,
     DEFAULT_EXPIRES_AFTER,
     DEFAULT_LOGIN_TIMEOUT,
     DEFAULT_LOGOUT_TIMEOUT,
@@ -347,7 +348,9 @@ class TaniumSessionAuth(Closing, AuthBase):
             kept = self._state.current
             if kept is None:
                 raise
-            log.warning("/auth at %s is unavailable; sending with the kept session", sid.url)
+            log.warning(
+                "%s at %s is unavailable; sending with the kept session", AUTH_PATH, sid.url
+            )
             return kept
         except (InvalidToken, NotLoggedInError):
             if self.refresh is None:

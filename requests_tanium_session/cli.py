@@ -28,7 +28,7 @@ from . import __version__
 from .auth import TaniumSessionAuth
 from .exceptions import InvalidToken, LoginError, LogoutError, TaniumAuthError
 from .http_client import HttpClient
-from .protocol import ENV_SESSION, ENV_URL
+from .protocol import AUTH_PATH, DEFAULT_LOGIN_TIMEOUT, ENV_SESSION, ENV_URL
 from .session_id import SessionId
 from .versions import get_server_version
 
@@ -77,13 +77,13 @@ def _demo(args: argparse.Namespace) -> int:
 
             _out(f"1. burst: {count} requests from {threads} thread(s) through one auth")
             ok = _burst(http, api, threads, count)
-            _out(f"   {ok}/{count} answered 200; /auth calls: {server.count('/auth')}")
+            _out(f"   {ok}/{count} answered 200; /auth calls: {server.count(AUTH_PATH)}")
 
             _out(f"2. idle for {gap + 0.1:.1f} s (revalidate_after={gap} s), then one request")
             time.sleep(gap + 0.1)
-            before = server.count("/auth")
+            before = server.count(AUTH_PATH)
             status = http.get(api).status_code
-            _out(f"   answered {status}; /auth calls for it: {server.count('/auth') - before}")
+            _out(f"   answered {status}; /auth calls for it: {server.count(AUTH_PATH) - before}")
 
             _out("3. an administrator revokes the session, then one request")
             server.revoke(auth.session_id.state.current or "")
@@ -98,11 +98,11 @@ def _demo(args: argparse.Namespace) -> int:
             )
 
             _out("4. a request the user may not make (GET /api/v2/denied)")
-            before_auth = server.count("/auth")
+            before_auth = server.count(AUTH_PATH)
             denied = http.get(server.url + "/api/v2/denied")
             _out(
                 f"   answered {denied.status_code}; one /auth check "
-                f"({server.count('/auth') - before_auth}) found the session alive, so this "
+                f"({server.count(AUTH_PATH) - before_auth}) found the session alive, so this "
                 "is a permission answer, returned as it is"
             )
         code = _demo_without_refresh(server, api)
@@ -407,7 +407,12 @@ def _connection() -> _Parser:
     conn.add_argument("--url", default=s, help=f"Tanium server URL (default: {ENV_URL})")
     conn.add_argument("--ca-bundle", default=s, help="CA bundle that verifies the server")
     conn.add_argument("--insecure", action="store_true", default=s, help="do not verify TLS")
-    conn.add_argument("--timeout", type=float, default=s, help="seconds per call (default 5)")
+    conn.add_argument(
+        "--timeout",
+        type=float,
+        default=s,
+        help=f"seconds per call (default {DEFAULT_LOGIN_TIMEOUT:g})",
+    )
     conn.add_argument("--allow-http", action="store_true", default=s, help="allow http:// hosts")
     conn.add_argument("--json", action="store_true", default=s, help="one JSON object on stdout")
     return conn
@@ -418,7 +423,7 @@ _DEFAULTS: dict[str, Any] = {
     "url": None,
     "ca_bundle": None,
     "insecure": False,
-    "timeout": 5.0,
+    "timeout": float(DEFAULT_LOGIN_TIMEOUT),
     "allow_http": False,
     "json": False,
 }

@@ -20,7 +20,15 @@ from urllib3.util import Retry, parse_url
 
 from .protocol import REDACTED, SECRET_HEADERS, Call
 
-__all__ = ["Answer", "HttpClient", "Origin", "default_retry", "is_loopback", "origin_of"]
+__all__ = [
+    "Answer",
+    "HttpClient",
+    "Origin",
+    "default_retry",
+    "gateway_retry",
+    "is_loopback",
+    "origin_of",
+]
 
 #: ``(scheme, host, port)``: scheme and host lower-cased, the port always filled in.
 Origin = tuple[str, str, int]
@@ -32,23 +40,28 @@ DEFAULT_PORTS: Mapping[str, int] = {"http": 80, "https": 443}
 RETRY_STATUSES = (502, 503, 504)
 
 
+def gateway_retry(total: int = 3, backoff_factor: float = 0.05, **kwargs: Any) -> Retry:
+    """A ``Retry`` for connect errors and 502/503/504 on every method (POST included).
+
+    Never 401/403: a retry resends the same dead session; recovery is the auth's job.
+    """
+    kwargs.setdefault("raise_on_status", False)
+    return Retry(
+        total=total,
+        backoff_factor=backoff_factor,
+        status_forcelist=RETRY_STATUSES,
+        allowed_methods=None,
+        **kwargs,
+    )
+
+
 def default_retry() -> Retry:
     """The small ``Retry`` used for ``/auth`` calls: connect errors and 502/503/504.
 
     Read errors are not retried, so a slow ``/auth`` costs one ``login_timeout``.
     """
-    return Retry(
-        total=3,
-        connect=2,
-        read=False,
-        status=2,
-        redirect=False,
-        other=0,
-        backoff_factor=0.05,
-        status_forcelist=RETRY_STATUSES,
-        allowed_methods=None,
-        raise_on_status=False,
-        respect_retry_after_header=False,
+    return gateway_retry(
+        connect=2, read=False, status=2, redirect=False, other=0, respect_retry_after_header=False
     )
 
 

@@ -4,6 +4,17 @@ It composes three parts: a :class:`~.state.TokenState` (the token and its clock)
 :class:`~._flight.Flights` (one server call however many threads need it) and an
 :class:`~.http_client.HttpClient` (the wire, with wall-clock deadlines). What to send
 and how to read the answer come from :mod:`.protocol`.
+
+The verbs, each with one meaning:
+
+- *validate*: ask the server whether the token lives (one ``/auth`` or REST validate
+  call); ``login()`` is pytan3's name for the same thing.
+- *recheck*: validate to judge a 401/403, with a check begun after that answer.
+- *renew*: replace a dead session with the one ``refresh()`` returns.
+- *log in*: trade credentials for a new session (:class:`CredentialLogin`).
+- *adopt*: take a token as the current one, confirmed now.
+- *confirm*: note that a request carrying the token succeeded (no I/O).
+- *kill*: drop the token after a rejection or a logout.
 """
 
 from __future__ import annotations

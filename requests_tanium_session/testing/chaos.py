@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 import requests
 from requests.adapters import HTTPAdapter
 from requests.auth import AuthBase
-from urllib3.util import Retry
 
 from ..auth import TaniumSessionAuth
+from ..http_client import gateway_retry
 from ..protocol import HEADER
 from .server import TaniumServer
 
@@ -156,9 +156,7 @@ def run_load(
                 recovered(generation)
 
     def work() -> None:
-        retry = Retry(
-            total=5, backoff_factor=0, status_forcelist=[502, 503, 504], allowed_methods=None
-        )
+        retry = gateway_retry(total=5, backoff_factor=0, raise_on_status=True)
         with requests.Session() as s:
             s.mount("http://", HTTPAdapter(max_retries=retry))
             s.mount("https://", HTTPAdapter(max_retries=retry))
