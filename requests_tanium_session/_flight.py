@@ -56,7 +56,8 @@ class Flights:
         self.started = 0  # flights started so far
         self._running: dict[str, _Flight] = {}
         self._local = threading.local()
-        self._in_callbacks = 0  # threads inside a callback now: a lock-free fast check
+        #: Threads inside a user callback now: a lock-free fast check for the hot path.
+        self.in_callbacks = 0
 
     def run(
         self,
@@ -109,14 +110,14 @@ class Flights:
         depth = getattr(local, "depth", 0)
         local.depth = depth + 1
         with self.lock:
-            self._in_callbacks += 1
+            self.in_callbacks += 1
         try:
             yield
         finally:
             local.depth = depth
             with self.lock:
-                self._in_callbacks -= 1
+                self.in_callbacks -= 1
 
     def in_callback(self) -> bool:
         """True on a thread that is running a user callback of this object."""
-        return self._in_callbacks > 0 and getattr(self._local, "depth", 0) > 0
+        return self.in_callbacks > 0 and getattr(self._local, "depth", 0) > 0

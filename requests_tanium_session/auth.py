@@ -230,7 +230,7 @@ class TaniumSessionAuth(Closing, AuthBase):
         """State that is rebuilt after unpickling: locks, the bound hook, prefixes."""
         sid = self._sid
         self._state = sid.state
-        self._in_callback = sid.in_callback
+        self._flights = sid.flights
         self._origin = scheme, host, port = sid.http_client.origin
         prefixes = [f"{scheme}://{host}:{port}/"]
         if port == DEFAULT_PORTS[scheme]:
@@ -332,8 +332,11 @@ class TaniumSessionAuth(Closing, AuthBase):
 
     def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
         url = r.url
-        if not url or not self.is_tanium_url(url) or self._in_callback():
-            return r  # another origin, or a login made from inside refresh()
+        # The prefix test is is_tanium_url's own fast path, inlined: this runs per request.
+        if not url or not (url.startswith(self._prefixes) or self.is_tanium_url(url)):
+            return r
+        if self._flights.in_callbacks and self._flights.in_callback():
+            return r  # a login made from inside refresh() or on_token_update()
         if self._gate:
             self._check_server()
         r.headers[HEADER] = self._state.fresh() or self._current_token()
@@ -488,7 +491,7 @@ class TaniumSessionAuth(Closing, AuthBase):
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        for key in ("_gate_lock", "_hook", "on_token_update", "_state", "_in_callback"):
+        for key in ("_gate_lock", "_hook", "on_token_update", "_state", "_flights"):
             state.pop(key, None)
         if isinstance(state.get("refresh"), CredentialLogin):
             state["refresh"] = None  # credentials stay in this process

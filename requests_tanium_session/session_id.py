@@ -353,6 +353,11 @@ class SessionId:
         """Record that a request carrying ``token`` succeeded (no lock, no I/O)."""
         self._state.confirm(token)
 
+    @property
+    def flights(self) -> Flights:
+        """The single-flight machinery (``flights.in_callbacks`` is a lock-free count)."""
+        return self._flights
+
     def in_callback(self) -> bool:
         """True on a thread running ``refresh()`` or ``on_token_update()`` of this object."""
         return self._flights.in_callback()

@@ -25,16 +25,31 @@ class TokenState:
     def __init__(self, token: Optional[str], lock: threading.Lock) -> None:
         self.lock = lock
         self.current: Optional[str] = token  #: the live token, or None (no I/O)
-        self.confirmed_at = monotonic()
         self.generation = 0  #: bumps whenever the token changes or dies
         self.ok_seq = 0  #: number of the last validation the server answered 200
         self.ended = "no session was set"  #: why there is no live token
-        self.revalidate_after = DEFAULT_REVALIDATE_AFTER
+        self._revalidate_after = float(DEFAULT_REVALIDATE_AFTER)
+        self._stamp(monotonic())
+
+    @property
+    def revalidate_after(self) -> float:
+        """Seconds after a confirmation during which the token counts as fresh."""
+        return self._revalidate_after
+
+    @revalidate_after.setter
+    def revalidate_after(self, value: float) -> None:
+        self._revalidate_after = value
+        self._stamp(self.confirmed_at)
+
+    def _stamp(self, at: float) -> None:
+        # Two plain floats replaced whole: readers never see a half-done update.
+        self.confirmed_at = at
+        self.stale_at = at + self._revalidate_after
 
     def fresh(self) -> Optional[str]:
         """The token if confirmed less than ``revalidate_after`` ago, else None."""
         tok = self.current
-        if tok is not None and monotonic() - self.confirmed_at < self.revalidate_after:
+        if tok is not None and monotonic() < self.stale_at:
             return tok
         return None
 
@@ -45,7 +60,7 @@ class TokenState:
     def confirm(self, token: str) -> None:
         """A request carrying ``token`` succeeded (one float store, no lock)."""
         if token == self.current:
-            self.confirmed_at = monotonic()
+            self._stamp(monotonic())
 
     def adopt(self, token: str) -> bool:
         """Take ``token``, confirmed now; True when it differs from the current one."""
@@ -77,7 +92,7 @@ class TokenState:
     def _set(self, token: str) -> bool:
         changed = token != self.current
         self.current = token
-        self.confirmed_at = monotonic()
+        self._stamp(monotonic())
         if changed:
             self.generation += 1
         return changed

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 pytest_plugins = ["pytester"]
@@ -79,3 +81,12 @@ def test_plugin_is_registered_by_entry_point(pytester: pytest.Pytester) -> None:
         ["*tanium_server*", "*tanium_auth*", "*tanium_auth_factory*", "*tanium_session*"]
     )
     result.stdout.fnmatch_lines(["*tanium_auth_tls*"])
+
+
+def test_readme_plugin_example_runs(pytester: pytest.Pytester) -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Testing your code with the plugin", 1)[1]
+    code = section.split("```python", 1)[1].split("```", 1)[0]
+    pytester.makepyfile(test_readme=code)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-W", "error")
+    result.assert_outcomes(passed=code.count("\ndef test_"))
