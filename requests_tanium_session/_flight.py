@@ -13,7 +13,7 @@ import contextlib
 import threading
 from collections.abc import Callable, Iterator
 from time import monotonic
-from typing import Optional
+from typing import Optional, Union
 
 from requests.exceptions import ReadTimeout
 
@@ -59,22 +59,21 @@ class Flights:
         #: Threads inside a user callback now: a lock-free fast check for the hot path.
         self.in_callbacks = 0
 
-    def run(
+    def lead(
         self,
         kind: str,
-        work: Callable[[int], str],
         done: Optional[Callable[[], Optional[str]]],
         timeout: float,
         after: Optional[int] = None,
-    ) -> str:
-        """Run ``work(seq)`` once for every thread that needs it now; share its outcome.
+    ) -> Union[str, _Flight]:
+        """A result, or a new flight this caller must do and then :meth:`land`.
 
-        ``done()`` (under the lock) returns a result when no work is needed. With
-        ``after``, a flight numbered ``<= after`` is too old to answer: wait for it to
-        end, then judge again. Waiters give up with ``ReadTimeout`` at the deadline
-        (``timeout`` seconds after the flight began).
+        ``done()`` (under the lock) returns a result when no work is needed. A flight
+        already running answers for this caller too (its outcome is returned or
+        raised); with ``after``, a flight numbered ``<= after`` is too old to answer:
+        wait for it to end, then judge again. Waiters give up with ``ReadTimeout`` at
+        the deadline (``timeout`` seconds after the flight began).
         """
-        what = kind
         while True:
             with self.lock:
                 if done is not None:
@@ -85,21 +84,45 @@ class Flights:
                 if flight is None:
                     self.started += 1
                     flight = self._running[kind] = _Flight(self.started, monotonic() + timeout)
-                    break
+                    return flight
             if after is None or flight.seq > after:
-                return flight.outcome(what)
-            flight.finished(what)
-        try:
-            flight.result = work(flight.seq)
-            return flight.result
-        except BaseException as exc:
-            flight.error = exc
-            raise
-        finally:
-            with self.lock:
+                return flight.outcome(kind)
+            flight.finished(kind)
+
+    def land(
+        self,
+        kind: str,
+        flight: _Flight,
+        result: Optional[str] = None,
+        error: Optional[BaseException] = None,
+    ) -> None:
+        """End ``flight`` with ``result`` or ``error``; its waiters wake up."""
+        flight.result, flight.error = result, error
+        with self.lock:
+            if self._running.get(kind) is flight:
                 del self._running[kind]
-            flight.done.set()
-            del flight  # the traceback keeps this frame: let go of the error
+        flight.done.set()
+
+    def run(
+        self,
+        kind: str,
+        work: Callable[[int], str],
+        done: Optional[Callable[[], Optional[str]]],
+        timeout: float,
+        after: Optional[int] = None,
+    ) -> str:
+        """Run ``work(seq)`` once for every thread that needs it now; share its outcome."""
+        got = self.lead(kind, done, timeout, after)
+        if isinstance(got, str):
+            return got
+        try:
+            result = work(got.seq)
+        except BaseException as exc:
+            self.land(kind, got, error=exc)
+            del got  # the traceback keeps this frame: let go of the flight and its error
+            raise
+        self.land(kind, got, result=result)
+        return result
 
     # -- user callbacks ---------------------------------------------------------
 

@@ -25,7 +25,7 @@ from .exceptions import (
     NotLoggedInError,
     VersionMismatchError,
 )
-from .http_client import DEFAULT_PORTS, Closing, HttpClient, origin_of
+from .http_client import Closing, HttpClient, OriginMatcher
 from .protocol import (
     AUTH_PATH,
     DEFAULT_EXPIRES_AFTER,
@@ -231,11 +231,8 @@ class TaniumSessionAuth(Closing, AuthBase):
         sid = self._sid
         self._state = sid.state
         self._flights = sid.flights
-        self._origin = scheme, host, port = sid.http_client.origin
-        prefixes = [f"{scheme}://{host}:{port}/"]
-        if port == DEFAULT_PORTS[scheme]:
-            prefixes.append(f"{scheme}://{host}/")
-        self._prefixes = tuple(prefixes)
+        self._matches = OriginMatcher(sid.http_client.origin)
+        self._prefixes = self._matches.prefixes
         self._hook = self.handle_response
         self._gate_lock = threading.Lock()
         self._gate = self._requires is not None  # a server requirement is still unchecked
@@ -328,7 +325,7 @@ class TaniumSessionAuth(Closing, AuthBase):
 
     def is_tanium_url(self, url: str) -> bool:
         """True when the prepared ``url`` has the Tanium origin (scheme, host, port)."""
-        return url.startswith(self._prefixes) or origin_of(url) == self._origin
+        return self._matches(url)
 
     def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
         url = r.url

@@ -24,10 +24,12 @@ __all__ = [
     "Answer",
     "HttpClient",
     "Origin",
+    "OriginMatcher",
     "default_retry",
     "gateway_retry",
     "is_loopback",
     "origin_of",
+    "parse_base_url",
 ]
 
 #: ``(scheme, host, port)``: scheme and host lower-cased, the port always filled in.
@@ -101,7 +103,11 @@ def origin_of(url: str) -> Optional[Origin]:
     return (scheme, parts.host.lower(), port)
 
 
-def _normalise(url: object, allow_http: bool) -> tuple[str, Origin]:
+def parse_base_url(url: object, allow_http: bool = False) -> tuple[str, Origin]:
+    """The normalised base URL (no trailing slash) and its origin; ``ValueError`` if bad.
+
+    ``http://`` is refused for hosts other than loopback unless ``allow_http``.
+    """
     if not isinstance(url, str):
         raise TypeError(f"url must be a str, not {type(url).__name__}")
     if not url or url != url.strip() or any(c.isspace() or ord(c) < 0x20 for c in url):
@@ -137,6 +143,23 @@ def _normalise(url: object, allow_http: bool) -> tuple[str, Origin]:
     netloc = host if port is None or port == DEFAULT_PORTS[scheme] else f"{host}:{port}"
     path = urlsplit(str(prepared.url)).path.rstrip("/")
     return f"{scheme}://{netloc}{path}", origin
+
+
+class OriginMatcher:
+    """Tells whether a URL, as sent, has one origin: a prefix test, then a parse."""
+
+    __slots__ = ("origin", "prefixes")
+
+    def __init__(self, origin: Origin) -> None:
+        scheme, host, port = origin
+        prefixes = [f"{scheme}://{host}:{port}/"]
+        if port == DEFAULT_PORTS[scheme]:
+            prefixes.append(f"{scheme}://{host}/")
+        self.origin = origin
+        self.prefixes = tuple(prefixes)
+
+    def __call__(self, url: str) -> bool:
+        return url.startswith(self.prefixes) or origin_of(url) == self.origin
 
 
 _C = TypeVar("_C", bound="Closing")
@@ -263,7 +286,7 @@ class HttpClient(Closing):
         retries: Union[int, Retry, None] = None,
         allow_http: bool = False,
     ) -> None:
-        self.url, self.origin = _normalise(url, allow_http)
+        self.url, self.origin = parse_base_url(url, allow_http)
         if session is not None and not isinstance(session, requests.Session):
             raise TypeError("session must be a requests.Session")
         if isinstance(verify, os.PathLike):

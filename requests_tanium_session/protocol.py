@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Optional
 
+from .exceptions import AuthServiceUnavailable, InvalidToken, LoginError, TaniumAuthError
+
 __all__ = [
     "API_TOKEN_PREFIX",
     "AUTH_PATH",
@@ -45,6 +47,7 @@ __all__ = [
     "redact_headers",
     "uid_of",
     "validate_call",
+    "verdict_error",
 ]
 
 # -- the wire -------------------------------------------------------------------
@@ -357,3 +360,20 @@ def judge_version(status: int, body: Optional[bytes]) -> tuple[Optional[str], st
     if not isinstance(raw, str):
         return None, f"GET {CONSOLE_PATH} carries no serverVersion string"
     return raw, ""
+
+
+def verdict_error(
+    call: Call, url: str, verdict: Verdict, kept: str, response: Any = None
+) -> TaniumAuthError:
+    """The exception for a verdict that is not OK; ``kept`` says what became of the token.
+
+    Rejected: ``InvalidToken``; transient: ``AuthServiceUnavailable``; anything else
+    (not a Tanium endpoint, malformed): ``LoginError``. The message names the method,
+    the URL and the status, never a value.
+    """
+    what = f"{call.method} {url} {verdict.reason}"
+    if verdict.kind is Kind.TRANSIENT:
+        return AuthServiceUnavailable(f"{what}; {kept}", response=response)
+    if verdict.kind is Kind.REJECTED:
+        return InvalidToken(what, response=response)
+    return LoginError(f"{what}; {kept}", response=response)

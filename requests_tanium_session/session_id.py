@@ -29,8 +29,6 @@ import requests
 
 from ._flight import Flights
 from .exceptions import (
-    AuthServiceUnavailable,
-    InvalidToken,
     LoginError,
     LogoutError,
     NotLoggedInError,
@@ -55,6 +53,7 @@ from .protocol import (
     logout_call,
     uid_of,
     validate_call,
+    verdict_error,
 )
 from .state import TokenState
 from .versions import check_requirement, version_gate
@@ -78,17 +77,6 @@ def _level(lvl: Union[str, int]) -> int:
         if isinstance(value, int):
             return value
     raise ValueError(f"lvl must be a logging level name such as 'info', not {lvl!r}")
-
-
-def _error(call: Call, answer: Answer, verdict: Verdict, kept: str) -> TaniumAuthError:
-    """The exception for a verdict that is not OK; ``kept`` says what became of the token."""
-    what = f"{call.method} {answer.url} {verdict.reason}"
-    resp = answer.response
-    if verdict.kind is Kind.TRANSIENT:
-        return AuthServiceUnavailable(f"{what}; {kept}", response=resp)
-    if verdict.kind is Kind.REJECTED:
-        return InvalidToken(what, response=resp)
-    return LoginError(f"{what}; {kept}", response=resp)
 
 
 class CredentialLogin:
@@ -124,7 +112,7 @@ class CredentialLogin:
         if verdict.kind is Kind.OK:
             assert verdict.token is not None
             return verdict.token
-        raise _error(call, answer, verdict, "no session was made")
+        raise verdict_error(call, answer.url, verdict, "no session was made", answer.response)
 
     def __call__(self) -> str:
         sid = self._sid
@@ -536,9 +524,11 @@ class SessionId:
                 f"the server rejected it ({call.method} {call.path} answered {answer.status})",
             )
             log.debug("session for uid %s rejected by %s (%s)", self._uid, call.path, answer.status)
-            return _error(call, answer, verdict, "the session was dropped")
+            return verdict_error(
+                call, answer.url, verdict, "the session was dropped", answer.response
+            )
         log.warning("%s %s at %s %s", call.method, call.path, self.url, verdict.reason)
-        return _error(call, answer, verdict, "the session is kept")
+        return verdict_error(call, answer.url, verdict, "the session is kept", answer.response)
 
     def _kill(self, token: str, why: str) -> None:
         if self._state.kill(token, why):

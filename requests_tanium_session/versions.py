@@ -23,10 +23,23 @@ __all__ = [
     "get_server_version",
     "parse_specifier",
     "probe_version",
+    "read_version",
+    "unreadable",
     "version_gate",
 ]
 
 log = logging.getLogger(__name__)
+
+
+def read_version(status: int, body: Optional[bytes]) -> Version:
+    """The version in a ``console.json`` answer; ``ValueError`` saying why not."""
+    raw, why = judge_version(status, body)
+    if raw is None:
+        raise ValueError(why)
+    try:
+        return Version(raw)
+    except InvalidVersion:
+        raise ValueError(f"GET {CONSOLE_PATH} carries a malformed serverVersion") from None
 
 
 def get_server_version(http_client: HttpClient, timeout: float = DEFAULT_LOGIN_TIMEOUT) -> Version:
@@ -36,13 +49,17 @@ def get_server_version(http_client: HttpClient, timeout: float = DEFAULT_LOGIN_T
     ``requests`` exception on transport failure.
     """
     answer = http_client.exchange(console_call(), timeout)
-    raw, why = judge_version(answer.status, answer.body)
-    if raw is None:
-        raise ValueError(why)
-    try:
-        return Version(raw)
-    except InvalidVersion:
-        raise ValueError(f"GET {CONSOLE_PATH} carries a malformed serverVersion") from None
+    return read_version(answer.status, answer.body)
+
+
+def unreadable(src: str, exc: BaseException, stacklevel: int = 3) -> None:
+    """Warn that the version of ``src`` could not be read, so nothing was checked."""
+    reason = str(exc) if isinstance(exc, ValueError) else type(exc).__name__
+    warnings.warn(
+        f"could not read the version of {src}: {reason}; nothing was checked",
+        GetPlatformVersionWarning,
+        stacklevel=stacklevel + 1,
+    )
 
 
 def probe_version(
@@ -56,12 +73,7 @@ def probe_version(
     try:
         return get_server_version(http_client, timeout=timeout)
     except Exception as exc:
-        reason = str(exc) if isinstance(exc, ValueError) else type(exc).__name__
-    warnings.warn(
-        f"could not read the version of {http_client.url}: {reason}; nothing was checked",
-        GetPlatformVersionWarning,
-        stacklevel=4,
-    )
+        unreadable(http_client.url, exc, stacklevel=4)
     return None
 
 
