@@ -35,7 +35,7 @@ from .exceptions import (
     NotLoggedInError,
     VersionMismatchError,
 )
-from .http_client import OriginMatcher, parse_base_url
+from .http_client import DEFAULT_PORTS, OriginMatcher, parse_base_url
 from .protocol import (
     DEFAULT_EXPIRES_AFTER,
     DEFAULT_LOGIN_TIMEOUT,
@@ -253,6 +253,11 @@ class TaniumAuth(httpx.Auth):
         self.refresh: Union[Refresh, _Credentials, None] = refresh
         self.on_token_update = on_token_update
         self._matches = OriginMatcher(origin)
+        scheme, host, port = origin
+        # The origin as httpx.URL spells it: host without brackets, default port None.
+        scheme, host, port = origin
+        #: ``(scheme, userinfo, host, port)``: the first fields of httpx's parsed URL.
+        self._key = (scheme, "", host.strip("[]"), None if port == DEFAULT_PORTS[scheme] else port)
         self._flights = Flights(lock)
         self._aflights = AsyncFlights(lock)
         self._dead: Optional[str] = None
@@ -287,8 +292,15 @@ class TaniumAuth(httpx.Auth):
         return self._state.generation
 
     def is_tanium_url(self, url: Union[str, httpx.URL]) -> bool:
-        """True when ``url`` has the Tanium origin (scheme, host, port)."""
-        return self._matches(str(url))
+        """True when ``url`` has the Tanium origin (scheme, host, port); no userinfo."""
+        if isinstance(url, httpx.URL):
+            # httpx's parsed form is one attribute away; the public properties decode
+            # and re-encode on every read, which costs more than the rest of the flow.
+            try:
+                return bool(url._uri_reference[:4] == self._key)
+            except (AttributeError, TypeError):  # another httpx: the public, slower way
+                url = str(url)
+        return self._matches(url)
 
     # -- clients ----------------------------------------------------------------
 
@@ -309,7 +321,7 @@ class TaniumAuth(httpx.Auth):
         return httpx.AsyncClient(auth=self, event_hooks=hooks, **kwargs)
 
     def _strip(self, request: httpx.Request) -> None:
-        if HEADER in request.headers and not self._matches(str(request.url)):
+        if HEADER in request.headers and not self.is_tanium_url(request.url):
             del request.headers[HEADER]
             log.debug("request to %s leaves the Tanium origin: session header removed", request.url)
 
@@ -354,8 +366,26 @@ class TaniumAuth(httpx.Auth):
     def sync_auth_flow(
         self, request: httpx.Request
     ) -> Generator[httpx.Request, httpx.Response, None]:
-        flights = self._flights
-        core = self._flow(request, flights, flights.in_callback())
+        flights, state = self._flights, self._state
+        token = state.fresh()
+        if (
+            token is None
+            or flights.in_callbacks
+            or self._gate
+            or not self.is_tanium_url(request.url)
+        ):
+            core = self._flow(request, flights, flights.in_callback())
+        else:  # the hot path: send, and only a 401/403 starts the policy
+            request.headers[HEADER] = token
+            response = yield request
+            status = response.status_code
+            if 200 <= status < 300:
+                if monotonic() >= state.reconfirm_at:  # a success counts once per half window
+                    state.confirm(token)
+                return
+            if status not in self.refresh_status_codes:
+                return
+            core = self._answered(request, response, token, flights)
         sent: Any = None
         error: Optional[BaseException] = None
         last: Optional[httpx.Response] = None
@@ -387,8 +417,22 @@ class TaniumAuth(httpx.Auth):
     async def async_auth_flow(
         self, request: httpx.Request
     ) -> AsyncGenerator[httpx.Request, httpx.Response]:
-        flights = self._aflights
-        core = self._flow(request, flights, flights.in_callback())
+        flights, state = self._aflights, self._state
+        token = state.fresh()
+        in_callback = flights.in_callback()
+        if token is None or in_callback or self._gate or not self.is_tanium_url(request.url):
+            core = self._flow(request, flights, in_callback)
+        else:  # the hot path: send, and only a 401/403 starts the policy
+            request.headers[HEADER] = token
+            response = yield request
+            status = response.status_code
+            if 200 <= status < 300:
+                if monotonic() >= state.reconfirm_at:  # a success counts once per half window
+                    state.confirm(token)
+                return
+            if status not in self.refresh_status_codes:
+                return
+            core = self._answered(request, response, token, flights)
         sent: Any = None
         error: Optional[BaseException] = None
         last: Optional[httpx.Response] = None
@@ -468,7 +512,7 @@ class TaniumAuth(httpx.Auth):
 
     def _flow(self, request: httpx.Request, flights: _AnyFlights, in_callback: bool) -> _Flow:
         """The whole policy for one request; returns the response the caller must see."""
-        if in_callback or not self._matches(str(request.url)):
+        if in_callback or not self.is_tanium_url(request.url):
             yield _Send(request)  # another origin, or a login made from inside refresh()
             return None
         if self._gate:
@@ -485,6 +529,13 @@ class TaniumAuth(httpx.Auth):
             return None
         if status not in self.refresh_status_codes:
             return None
+        return (yield from self._answered(request, response, token, flights))
+
+    def _answered(
+        self, request: httpx.Request, response: httpx.Response, token: str, flights: _AnyFlights
+    ) -> _Flow:
+        """The policy after a 401/403 from the origin to ``request``, sent with ``token``."""
+        state = self._state
         new = yield from self._recover(response, token, flights)
         if new is None:
             return response  # a permission answer, as it came
