@@ -10,6 +10,7 @@ process; nothing is asserted, a table is printed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import asyncio
 import datetime
 import gc
@@ -69,10 +70,8 @@ def flow_us(auths: dict[str, httpx.Auth], n: int, reps: int) -> dict[str, float]
                 for req, resp in zip(reqs, resps):
                     flow = auth.sync_auth_flow(req)
                     next(flow)
-                    try:
+                    with contextlib.suppress(StopIteration):
                         flow.send(resp)
-                    except StopIteration:
-                        pass
                 out[name].append((time.perf_counter() - start) / n * 1e6)
             finally:
                 gc.enable()
@@ -161,7 +160,7 @@ async def stale_tasks(tasks: int = 500) -> tuple[int, int]:
                 ready = asyncio.Event()
                 started = 0
 
-                async def one(c: httpx.AsyncClient = c) -> None:
+                async def one(c: httpx.AsyncClient = c, ready: asyncio.Event = ready) -> None:
                     nonlocal started
                     started += 1
                     if started == tasks:

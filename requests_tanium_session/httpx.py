@@ -380,8 +380,7 @@ class TaniumAuth(httpx.Auth):
             response = yield request
             status = response.status_code
             if 200 <= status < 300:
-                if monotonic() >= state.reconfirm_at:  # a success counts once per half window
-                    state.confirm(token)
+                state.confirm(token)
                 return
             if status not in self.refresh_status_codes:
                 return
@@ -427,8 +426,7 @@ class TaniumAuth(httpx.Auth):
             response = yield request
             status = response.status_code
             if 200 <= status < 300:
-                if monotonic() >= state.reconfirm_at:  # a success counts once per half window
-                    state.confirm(token)
+                state.confirm(token)
                 return
             if status not in self.refresh_status_codes:
                 return

@@ -45,8 +45,6 @@ class TokenState:
         # Two plain floats replaced whole: readers never see a half-done update.
         self.confirmed_at = at
         self.stale_at = at + self._revalidate_after
-        #: After this moment a success is worth recording again (half the window).
-        self.reconfirm_at = at + self._revalidate_after / 2
 
     def fresh(self) -> Optional[str]:
         """The token if confirmed less than ``revalidate_after`` ago, else None."""
