@@ -10,8 +10,8 @@ process; nothing is asserted, a table is printed.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import asyncio
+import contextlib
 import datetime
 import gc
 import platform
