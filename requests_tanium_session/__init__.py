@@ -18,18 +18,23 @@ from .exceptions import (
 )
 from .http_client import HttpClient
 from .session_id import SessionId
+from .stores import FileStore, MemoryStore, RedisStore, SessionStore
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AuthServiceUnavailable",
+    "FileStore",
     "GetPlatformVersionWarning",
     "HttpClient",
     "InvalidToken",
     "LoginError",
     "LogoutError",
+    "MemoryStore",
     "NotLoggedInError",
+    "RedisStore",
     "SessionId",
+    "SessionStore",
     "TaniumAuthError",
     "TaniumSession",
     "TaniumSessionAuth",

@@ -40,6 +40,7 @@ from .protocol import (
     check_seconds,
 )
 from .session_id import CredentialLogin, SessionId
+from .stores import SessionStore
 from .versions import check_specifier, parse_specifier, version_gate
 
 __all__ = ["TaniumSession", "TaniumSessionAuth"]
@@ -122,6 +123,9 @@ class TaniumSessionAuth(Closing, AuthBase):
         ver_check: run ``SessionId``'s version check at construction.
         requires_server: a version specifier (``">=7.3,<8"``) checked at the first
             request.
+        store: a :class:`~requests_tanium_session.stores.SessionStore` shared with
+            other processes or machines (``FileStore``, ``RedisStore``); None: this
+            process alone.
 
     Raises:
         TypeError, ValueError: malformed arguments (messages never show a secret).
@@ -147,6 +151,7 @@ class TaniumSessionAuth(Closing, AuthBase):
         allow_http: bool = False,
         ver_check: bool = True,
         requires_server: Optional[str] = None,
+        store: Optional[SessionStore] = None,
     ) -> None:
         if refresh is not None and not callable(refresh):
             raise TypeError("refresh must be a callable returning a new session id")
@@ -211,6 +216,8 @@ class TaniumSessionAuth(Closing, AuthBase):
                     http_client.close()
                 raise
             sid.revalidate_after = revalidate_after
+        if store is not None:
+            sid.use_store(store)
         self._sid = sid
         self.refresh_status_codes = codes
         self.refresh = refresh
@@ -300,6 +307,11 @@ class TaniumSessionAuth(Closing, AuthBase):
         return self._sid.http_client
 
     @property
+    def store(self) -> Optional[SessionStore]:
+        """The session store shared with other processes, or None."""
+        return self._sid.store
+
+    @property
     def token(self) -> str:
         """The current token, revalidated (or refreshed) first when needed."""
         return self._current_token()
@@ -343,7 +355,7 @@ class TaniumSessionAuth(Closing, AuthBase):
     def _current_token(self) -> str:
         sid = self._sid
         try:
-            return sid.token
+            return sid.current(self.refresh)
         except AuthServiceUnavailable:
             kept = self._state.current
             if kept is None:
@@ -419,7 +431,7 @@ class TaniumSessionAuth(Closing, AuthBase):
             return current
         cause = f"{r.request.method} {r.url} answered {r.status_code}"
         try:
-            new = sid.recheck(sent, after, cause)
+            new = sid.recheck(sent, after, cause, self.refresh)
         except AuthServiceUnavailable as exc:
             raise AuthServiceUnavailable(
                 f"{cause} and the session could not be checked: {exc}", response=r

@@ -21,14 +21,18 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections import deque
 from collections.abc import Callable
 from functools import partial
+from time import monotonic
 from typing import Any, ClassVar, Optional, Union
 
 import requests
 
 from ._flight import Flights
 from .exceptions import (
+    InvalidToken,
     LoginError,
     LogoutError,
     NotLoggedInError,
@@ -56,6 +60,7 @@ from .protocol import (
     verdict_error,
 )
 from .state import TokenState
+from .stores import Fleet, Record, SessionStore
 from .versions import check_requirement, version_gate
 
 __all__ = ["CredentialLogin", "SessionId", "check_token", "is_api_token"]
@@ -182,7 +187,10 @@ class SessionId:
         self._state = TokenState(token, lock)
         self._flights = Flights(lock)
         self._uid = uid_of(token) if token is not None else None
-        self._dead: Optional[str] = None  # the last token that died: refresh must not bring it back
+        #: Tokens that died here lately: refresh() or a store must not bring them back.
+        self._dead: deque[str] = deque(maxlen=8)
+        self._got_at = time.time()  # wall clock: when this process got its token
+        self._fleet: Optional[Fleet] = None
 
     # -- pytan3 class methods ---------------------------------------------------
 
@@ -285,6 +293,7 @@ class SessionId:
         new = check_token(value, what)
         changed = self._state.adopt(new)
         if changed:
+            self._got_at = time.time()
             self._uid = uid_of(new)
             log.debug("new session adopted for uid %s at %s", self._uid, self.url)
             self._notify(new)
@@ -350,6 +359,29 @@ class SessionId:
         """True on a thread running ``refresh()`` or ``on_token_update()`` of this object."""
         return self._flights.in_callback()
 
+    def use_store(self, store: Optional[SessionStore], lease: Optional[float] = None) -> None:
+        """Share the session through ``store`` (None: this process alone).
+
+        ``lease`` bounds how long a crashed lock holder blocks the fleet (default
+        ``2 * login_timeout + 2``).
+        """
+        if store is None:
+            self._fleet = None
+            return
+        scheme, host, port = self._http_client.origin
+        lease = 2 * self._login_timeout + 2 if lease is None else check_seconds("lease", lease)
+        self._fleet = Fleet(store, f"{scheme}://{host}:{port}", lease, self._expires_after)
+
+    @property
+    def store(self) -> Optional[SessionStore]:
+        """The session store shared with other processes, or None."""
+        return None if self._fleet is None else self._fleet.store
+
+    def current(self, provider: Optional[Callable[[], str]] = None) -> str:
+        """The token to send: as ``token``, and with a store, a dead session is renewed
+        through ``provider`` while the fleet lock is held (one login for the fleet)."""
+        return self._state.fresh() or self._revalidate("stale token", provider)
+
     # -- server calls ---------------------------------------------------------
 
     def validate(self, **kwargs: Any) -> str:
@@ -369,7 +401,7 @@ class SessionId:
         self._no_reentry()
         if self._state.current is None:
             raise self._not_logged_in()
-        return self._flight("validate", partial(self._validate_once, cause), None)
+        return self._flight("validate", partial(self._check, cause, None, None), None)
 
     def login(self, **kwargs: Any) -> str:
         """Validate through ``/auth``; ``LoginError`` when rejected (pytan3-compatible).
@@ -379,7 +411,9 @@ class SessionId:
         kwargs.setdefault("cause", "login")
         return self.validate(**kwargs)
 
-    def recheck(self, sent: str, after: int, cause: str) -> str:
+    def recheck(
+        self, sent: str, after: int, cause: str, provider: Optional[Callable[[], str]] = None
+    ) -> str:
         """Judge a 401/403 to a request that carried ``sent``; return the token to use.
 
         No server call when the token has changed since; otherwise a validation that
@@ -396,9 +430,10 @@ class SessionId:
                 raise self._not_logged_in()
             return token if token != sent or state.ok_seq > after else None
 
-        return self._flight("validate", partial(self._validate_once, cause), done, after=after)
+        work = partial(self._check, cause, sent, provider)
+        return self._flight("validate", work, done, after=after)
 
-    def _revalidate(self, cause: str) -> str:
+    def _revalidate(self, cause: str, provider: Optional[Callable[[], str]] = None) -> str:
         self._no_reentry()
         state = self._state
 
@@ -407,7 +442,7 @@ class SessionId:
                 raise self._not_logged_in()
             return state.fresh()
 
-        return self._flight("validate", partial(self._validate_once, cause), fresh)
+        return self._flight("validate", partial(self._check, cause, None, provider), fresh)
 
     def renew(self, provider: Callable[[], str], cause: str = "refresh") -> str:
         """Adopt a new session from ``provider()`` (single flight; skipped when alive).
@@ -425,31 +460,17 @@ class SessionId:
             return state.current
 
         def work(seq: int) -> str:
-            log.info("refreshing the session for %s (cause: %s)", self.url, cause)
-            failed: Optional[str] = None
-            with self._flights.callback():
-                try:
-                    value = provider()
-                except requests.RequestException:
-                    raise  # LoginError, AuthServiceUnavailable, or a transport error as it is
-                except Exception as exc:
-                    raise LoginError(
-                        f"refresh of the session for {self.url} failed: {type(exc).__name__}"
-                    ) from exc
-            try:
-                new = check_token(value, "the session returned by refresh()")
-            except (TypeError, ValueError) as exc:
-                failed = str(exc)
-            if failed is not None:
-                raise LoginError(
-                    f"refresh of the session for {self.url} returned a bad value: {failed}"
-                )
-            if new == self._dead:
-                raise LoginError(
-                    f"refresh of the session for {self.url} returned the session that was just "
-                    "rejected"
-                )
-            return self.adopt(new)
+            fleet = self._fleet
+            if fleet is None:
+                return self._renew_once(provider, cause)
+            with fleet.locked():
+                record = fleet.read()
+                token = self._from_store(record, None, fresh_only=False) or state.current
+                if token is not None:
+                    return token  # another process renewed it (a stale one is checked later)
+                token = self._renew_once(provider, cause)
+                fleet.publish(token, record)
+                return token
 
         return self._flight("renew", work, alive, timeout=2 * self._login_timeout + 2)
 
@@ -493,6 +514,89 @@ class SessionId:
         deadline = self._login_timeout + 1 if timeout is None else timeout
         return self._flights.run(kind, work, done, deadline, after=after)
 
+    def _renew_once(self, provider: Callable[[], str], cause: str) -> str:
+        """Call ``provider`` (marked as a callback) and adopt what it returns."""
+        log.info("refreshing the session for %s (cause: %s)", self.url, cause)
+        failed: Optional[str] = None
+        with self._flights.callback():
+            try:
+                value = provider()
+            except requests.RequestException:
+                raise  # LoginError, AuthServiceUnavailable, or a transport error as it is
+            except Exception as exc:
+                raise LoginError(
+                    f"refresh of the session for {self.url} failed: {type(exc).__name__}"
+                ) from exc
+        try:
+            new = check_token(value, "the session returned by refresh()")
+        except (TypeError, ValueError) as exc:
+            failed = str(exc)
+        if failed is not None:
+            raise LoginError(
+                f"refresh of the session for {self.url} returned a bad value: {failed}"
+            )
+        if new in self._dead:
+            raise LoginError(
+                f"refresh of the session for {self.url} returned the session that was just rejected"
+            )
+        return self.adopt(new)
+
+    def _check(
+        self, cause: str, exclude: Optional[str], provider: Optional[Callable[[], str]], seq: int
+    ) -> str:
+        """The work of a validation flight: alone, one ``/auth`` call; with a store, first
+        a fresh or newer record, then under the fleet lock ``/auth`` and, when the session
+        is dead and ``provider`` is given, the refresh too, published for the fleet."""
+        fleet = self._fleet
+        if fleet is None:
+            return self._validate_once(cause, seq)
+        token = self._from_store(fleet.read(), exclude, fresh_only=True)
+        if token is not None:
+            return token
+        with fleet.locked():
+            record = fleet.read()
+            token = self._from_store(record, exclude, fresh_only=False)
+            if token is not None:
+                return token
+            try:
+                token = self._validate_once(cause, seq)
+            except (InvalidToken, NotLoggedInError):
+                if provider is None:
+                    raise
+                token = self._renew_once(provider, cause)
+            fleet.publish(token, record)
+            return token
+
+    def _from_store(
+        self, record: Optional[Record], exclude: Optional[str], fresh_only: bool
+    ) -> Optional[str]:
+        """Adopt the store's token when it is fresh, or newer than ours (then validated).
+
+        Returns the token to use, or None when this process must ask the server.
+        Never a token known dead here, nor ``exclude`` (the one a 401/403 refused).
+        """
+        if record is None:
+            return None
+        token = record.token
+        if token == exclude or token in self._dead:
+            return None
+        age = max(0.0, time.time() - record.confirmed_at)
+        fresh = age < self._state.revalidate_after
+        state = self._state
+        if token == state.current:
+            if fresh:
+                state.adopt(token, at=monotonic() - age)
+                return token
+            return None
+        if not fresh and (fresh_only or record.confirmed_at <= self._got_at):
+            return None
+        if state.adopt(token, at=monotonic() - age):
+            self._uid = uid_of(token)
+            self._got_at = record.confirmed_at
+            log.debug("session for uid %s adopted from the session store", self._uid)
+            self._notify(token)
+        return token if fresh else None
+
     def _validate_once(self, cause: str, seq: int) -> str:
         state = self._state
         token = state.current
@@ -512,6 +616,7 @@ class SessionId:
         if current is None:
             raise self._not_logged_in()
         if changed:
+            self._got_at = time.time()
             self._uid = uid_of(current)
             log.debug("session for uid %s rotated by the server", self._uid)
             self._notify(current)
@@ -532,7 +637,7 @@ class SessionId:
 
     def _kill(self, token: str, why: str) -> None:
         if self._state.kill(token, why):
-            self._dead = token
+            self._dead.append(token)
 
     def _notify(self, token: str) -> None:
         callback = self.on_token_update

@@ -62,10 +62,11 @@ class TokenState:
         if token == self.current:
             self._stamp(monotonic())
 
-    def adopt(self, token: str) -> bool:
-        """Take ``token``, confirmed now; True when it differs from the current one."""
+    def adopt(self, token: str, at: Optional[float] = None) -> bool:
+        """Take ``token``, confirmed now (or at monotonic time ``at``); True when it
+        differs from the current one."""
         with self.lock:
-            return self._set(token)
+            return self._set(token, at)
 
     def answered(self, sent: str, token: str, seq: int) -> tuple[Optional[str], bool]:
         """The server confirmed ``sent`` as ``token`` in validation ``seq``.
@@ -89,10 +90,10 @@ class TokenState:
             self.generation += 1
             return True
 
-    def _set(self, token: str) -> bool:
+    def _set(self, token: str, at: Optional[float] = None) -> bool:
         changed = token != self.current
         self.current = token
-        self._stamp(monotonic())
+        self._stamp(monotonic() if at is None else at)
         if changed:
             self.generation += 1
         return changed

@@ -1,0 +1,382 @@
+"""Session stores: one Tanium session shared by many processes and machines.
+
+A store keeps one *record* per Tanium origin (JSON: token, confirmed-at wall time,
+generation) and a *fleet lock*, the single flight of the whole fleet:
+
+- :class:`MemoryStore`: this process only (what an auth does without a store).
+- :class:`FileStore`: many processes on one machine; a ``0600`` file replaced
+  atomically and an ``fcntl`` lock file beside it.
+- :class:`RedisStore`: many machines (``redis``/Valkey, extra ``[redis]``); the record
+  lives under a key that names the origin (never the token) with a TTL of
+  ``expires_after``; the lock is ``SET NX PX`` with a lease, released only by its owner.
+
+Whoever can read the store holds the session: keep files in a private directory, use
+``rediss://`` and Redis ACLs. A store that fails degrades to this process alone with
+one WARNING per outage; it never fails a request that could be sent. Tokens in the
+store are never logged, and malformed records are treated as empty with a WARNING that
+quotes none of them.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import json
+import logging
+import os
+import stat
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Union
+
+from .protocol import MAX_JSON_BYTES, check_token
+
+__all__ = ["FileStore", "MemoryStore", "Record", "RedisStore", "SessionStore"]
+
+log = logging.getLogger(__name__)
+
+#: How often a waiter polls a fleet lock held elsewhere, in seconds.
+POLL = 0.005
+
+
+@dataclass(frozen=True)
+class Record:
+    """What a store holds: the token, when it was confirmed (wall clock), a generation."""
+
+    token: str
+    confirmed_at: float
+    generation: int
+
+    def __repr__(self) -> str:  # the token is a secret
+        return f"Record(confirmed_at={self.confirmed_at!r}, generation={self.generation!r})"
+
+    def dumps(self) -> bytes:
+        """The record as JSON."""
+        data = {
+            "token": self.token,
+            "confirmed_at": self.confirmed_at,
+            "generation": self.generation,
+        }
+        return json.dumps(data).encode("utf-8")
+
+    @classmethod
+    def loads(cls, data: bytes) -> Optional[Record]:
+        """The record in ``data``, or None when it is anything else (never raises)."""
+        try:
+            obj = json.loads(data.decode("utf-8"))
+        except (ValueError, RecursionError):
+            return None
+        if not isinstance(obj, dict):
+            return None
+        token, at, gen = obj.get("token"), obj.get("confirmed_at"), obj.get("generation")
+        if isinstance(at, bool) or not isinstance(at, (int, float)):
+            return None
+        if isinstance(gen, bool) or not isinstance(gen, int):
+            return None
+        try:
+            token = check_token(token)
+        except (TypeError, ValueError):
+            return None
+        return cls(token, float(at), gen)
+
+
+class SessionStore(abc.ABC):
+    """Where a fleet keeps its session: raw bytes of one record and a fleet lock.
+
+    Subclasses implement :meth:`load`, :meth:`save`, :meth:`acquire` and
+    :meth:`release`; any exception they raise counts as "the store is down".
+    """
+
+    #: A name for the origin, set by :meth:`bind` (keys and files name it, never the token).
+    origin: str = ""
+
+    def bind(self, origin: str) -> None:
+        """Called once by the auth that uses this store, with its origin's name."""
+        if self.origin and self.origin != origin:
+            raise ValueError(
+                f"this store already serves {self.origin}; use one store per Tanium server"
+            )
+        self.origin = origin
+
+    @abc.abstractmethod
+    def load(self) -> Optional[bytes]:
+        """The stored record's bytes, or None when there is none."""
+
+    @abc.abstractmethod
+    def save(self, data: bytes, ttl: float) -> None:
+        """Replace the record; it may vanish after ``ttl`` seconds."""
+
+    @abc.abstractmethod
+    def acquire(self, lease: float, wait: float) -> Optional[object]:
+        """Take the fleet lock within ``wait`` seconds: a handle, or None (not taken).
+
+        A holder that dies frees the lock after ``lease`` seconds at the most.
+        """
+
+    @abc.abstractmethod
+    def release(self, handle: object) -> None:
+        """Give back the fleet lock taken as ``handle`` (only its owner's)."""
+
+
+class MemoryStore(SessionStore):
+    """This process only: auths that share one ``MemoryStore`` share one session."""
+
+    def __init__(self) -> None:
+        self._data: Optional[bytes] = None
+        self._lock = threading.Lock()
+
+    def load(self) -> Optional[bytes]:
+        return self._data
+
+    def save(self, data: bytes, ttl: float) -> None:
+        self._data = data
+
+    def acquire(self, lease: float, wait: float) -> Optional[object]:
+        return self._lock if self._lock.acquire(timeout=wait) else None
+
+    def release(self, handle: object) -> None:
+        self._lock.release()
+
+    def __repr__(self) -> str:
+        return "MemoryStore()"
+
+
+def _private(path: Path, what: str, directory: bool = False) -> None:
+    """Refuse ``path`` when another user owns it or group/others may read it."""
+    info = path.stat()
+    if info.st_uid != os.geteuid():
+        raise PermissionError(f"{what} {path} belongs to another user")
+    if directory and not stat.S_ISDIR(info.st_mode):
+        raise NotADirectoryError(f"{what} {path} is not a directory")
+    if info.st_mode & 0o077:
+        raise PermissionError(
+            f"{what} {path} is open to group or others (mode {stat.S_IMODE(info.st_mode):o}); "
+            "whoever can read the store holds the session: chmod go= it"
+        )
+
+
+class FileStore(SessionStore):
+    """Many processes on one machine: a ``0600`` JSON file and a lock file beside it.
+
+    Args:
+        path: the record file. It and its directory must belong to this user and be
+            closed to group and others (``PermissionError`` here otherwise).
+    """
+
+    def __init__(self, path: Union[str, os.PathLike[str]]) -> None:
+        self.path = Path(os.fspath(path)).absolute()
+        _private(self.path.parent, "directory", directory=True)
+        if self.path.exists() or self.path.is_symlink():
+            if self.path.is_symlink():
+                raise PermissionError(f"store file {self.path} is a symbolic link")
+            _private(self.path, "store file")
+        self.lock_path = self.path.with_name(self.path.name + ".lock")
+
+    def load(self) -> Optional[bytes]:
+        try:
+            fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        except FileNotFoundError:
+            return None
+        with os.fdopen(fd, "rb") as f:
+            info = os.fstat(f.fileno())
+            if info.st_uid != os.geteuid() or info.st_mode & 0o077:
+                raise PermissionError(f"store file {self.path} was opened to others")
+            return f.read(MAX_JSON_BYTES + 1)
+
+    def save(self, data: bytes, ttl: float) -> None:
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)  # 0600
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)  # atomic: readers see the old or the new record
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+
+    def acquire(self, lease: float, wait: float) -> Optional[object]:
+        import fcntl
+
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return fd  # the kernel frees it when this process dies
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    return None
+                time.sleep(POLL)
+
+    def release(self, handle: object) -> None:
+        import fcntl
+
+        assert isinstance(handle, int)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+        finally:
+            os.close(handle)
+
+    def __repr__(self) -> str:
+        return f"FileStore({str(self.path)!r})"
+
+
+#: Deletes the lock only when it still holds the owner's value.
+_RELEASE = """
+if redis.call("get", KEYS[1]) == ARGV[1] then
+    return redis.call("del", KEYS[1])
+end
+return 0
+"""
+
+
+class RedisStore(SessionStore):
+    """Many machines: a Redis (or Valkey) key per origin and a leased lock.
+
+    Args:
+        redis_client: a ``redis.Redis`` (extra ``[redis]``); use ``rediss://`` and ACLs.
+        key: the record's key; default ``tanium-session:<origin>``. The lock is
+            ``<key>:lock``. Neither ever contains the token.
+    """
+
+    def __init__(self, redis_client: Any, key: Optional[str] = None) -> None:
+        try:
+            import redis
+        except ImportError:
+            raise ImportError(
+                'RedisStore needs redis-py: pip install "requests-tanium-session[redis]"'
+            ) from None
+        if not isinstance(redis_client, redis.Redis):
+            raise TypeError("redis_client must be a redis.Redis")
+        if key is not None and (not isinstance(key, str) or not key):
+            raise ValueError("key must be a non-empty str")
+        self._client = redis_client
+        self._key = key
+
+    @property
+    def key(self) -> str:
+        """The record's key."""
+        return self._key or f"tanium-session:{self.origin}"
+
+    def load(self) -> Optional[bytes]:
+        data = self._client.get(self.key)
+        if data is None:
+            return None
+        return data if isinstance(data, bytes) else str(data).encode("utf-8")
+
+    def save(self, data: bytes, ttl: float) -> None:
+        self._client.set(self.key, data, px=max(1, int(ttl * 1000)))
+
+    def acquire(self, lease: float, wait: float) -> Optional[object]:
+        owner = uuid.uuid4().hex
+        deadline = time.monotonic() + wait
+        while not self._client.set(f"{self.key}:lock", owner, nx=True, px=int(lease * 1000)):
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(POLL)
+        return owner
+
+    def release(self, handle: object) -> None:
+        self._client.eval(_RELEASE, 1, f"{self.key}:lock", str(handle))
+
+    def __repr__(self) -> str:
+        return f"RedisStore(key={self.key!r})"
+
+
+class Fleet:
+    """A store as one :class:`SessionId` uses it: reads, writes and the fleet lock, with
+    outages degraded to this process alone (one WARNING per outage)."""
+
+    def __init__(self, store: SessionStore, origin: str, lease: float, ttl: float) -> None:
+        if not isinstance(store, SessionStore):
+            raise TypeError("store must be a SessionStore (MemoryStore, FileStore, RedisStore)")
+        store.bind(origin)
+        self.store = store
+        self.lease = lease
+        self.ttl = ttl
+        self._down = False
+        self._garbled = False
+        self._local = threading.local()
+
+    def _failed(self, doing: str, exc: BaseException) -> None:
+        if not self._down:
+            self._down = True
+            log.warning(
+                "session store %r is unavailable (%s while %s); going on with this process alone",
+                self.store,
+                type(exc).__name__,
+                doing,
+            )
+
+    def _worked(self) -> None:
+        if self._down:
+            self._down = False
+            log.info("session store %r is back", self.store)
+
+    def read(self) -> Optional[Record]:
+        """The record, or None (empty, malformed or unavailable)."""
+        try:
+            data = self.store.load()
+        except Exception as exc:
+            self._failed("reading", exc)
+            return None
+        self._worked()
+        if data is None:
+            return None
+        record = Record.loads(data) if len(data) <= MAX_JSON_BYTES else None
+        if record is None:
+            if not self._garbled:
+                self._garbled = True
+                log.warning("session store %r holds something that is not a record; "
+                            "treated as empty", self.store)  # fmt: skip
+            return None
+        self._garbled = False
+        return record
+
+    def publish(self, token: str, previous: Optional[Record]) -> None:
+        """Write ``token`` as confirmed now."""
+        generation = previous.generation + 1 if previous is not None else 1
+        try:
+            self.store.save(Record(token, time.time(), generation).dumps(), self.ttl)
+        except Exception as exc:
+            self._failed("writing", exc)
+            return
+        self._worked()
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the fleet lock (re-entrant on one thread); without it after ``lease``."""
+        depth = getattr(self._local, "depth", 0)
+        if depth:
+            self._local.depth = depth + 1
+            try:
+                yield
+            finally:
+                self._local.depth = depth
+            return
+        handle: Optional[object] = None
+        try:
+            handle = self.store.acquire(self.lease, self.lease)
+        except Exception as exc:
+            self._failed("locking", exc)
+        if handle is None and not self._down:
+            log.warning("the fleet lock of %r was not free within %.1f s; going on without it",
+                        self.store, self.lease)  # fmt: skip
+        self._local.depth = 1
+        try:
+            yield
+        finally:
+            self._local.depth = 0
+            if handle is not None:
+                try:
+                    self.store.release(handle)
+                except Exception as exc:
+                    self._failed("unlocking", exc)
