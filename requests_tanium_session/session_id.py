@@ -401,7 +401,7 @@ class SessionId:
         self._no_reentry()
         if self._state.current is None:
             raise self._not_logged_in()
-        return self._flight("validate", partial(self._check, cause, None, None), None)
+        return self._flight("validate", partial(self._validate_and_publish, cause), None)
 
     def login(self, **kwargs: Any) -> str:
         """Validate through ``/auth``; ``LoginError`` when rejected (pytan3-compatible).
@@ -540,6 +540,15 @@ class SessionId:
                 f"refresh of the session for {self.url} returned the session that was just rejected"
             )
         return self.adopt(new)
+
+    def _validate_and_publish(self, cause: str, seq: int) -> str:
+        """An explicit ``validate()``: always the server, then the answer for the fleet."""
+        token = self._validate_once(cause, seq)
+        fleet = self._fleet
+        if fleet is not None:
+            with fleet.locked():
+                fleet.publish(token, fleet.read())
+        return token
 
     def _check(
         self, cause: str, exclude: Optional[str], provider: Optional[Callable[[], str]], seq: int

@@ -1,0 +1,85 @@
+"""Worker processes for the store tests: each builds its own auth on a shared store.
+
+Kept in a module of its own so ``multiprocessing`` (spawn) can import it by name.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import requests
+
+from requests_tanium_session import FileStore, RedisStore, SessionStore, TaniumSessionAuth
+
+SENSORS = "/api/v2/sensors"
+
+
+def make_store(spec: tuple[Any, ...]) -> SessionStore:
+    """``("file", path)`` or ``("redis", port, key)``."""
+    if spec[0] == "file":
+        return FileStore(spec[1])
+    import redis
+
+    return RedisStore(redis.Redis(host="127.0.0.1", port=spec[1]), key=spec[2])
+
+
+def _threads(url: str, auth: TaniumSessionAuth, threads: int, per_thread: int) -> list[int]:
+    gate = threading.Barrier(threads)
+    statuses: list[int] = []
+
+    def one() -> None:
+        with requests.Session() as s:
+            s.trust_env = False
+            s.auth = auth
+            gate.wait()
+            for _ in range(per_thread):
+                statuses.append(s.get(url + SENSORS).status_code)
+
+    workers = [threading.Thread(target=one) for _ in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    return statuses
+
+
+def stale_burst(
+    url: str, session: str, spec: tuple[Any, ...], window: float, start: Any, out: Any
+) -> None:
+    """All threads of all workers find the session stale at once."""
+    auth = TaniumSessionAuth(url, session, store=make_store(spec), revalidate_after=window)
+    start.wait()
+    time.sleep(window + 0.1)
+    out.put(_threads(url, auth, 8, 1))
+
+
+def revoked(
+    url: str, user: str, password: str, spec: tuple[Any, ...], ready: Any, go: Any, out: Any
+) -> None:
+    """from_credentials in every worker; requests after the administrator revoked."""
+    auth = TaniumSessionAuth.from_credentials(url, user, password, store=make_store(spec))
+    ready.wait()  # every worker has logged in
+    go.wait()  # the test revoked every session of the user
+    out.put(_threads(url, auth, 8, 3))
+
+
+def follower(url: str, session: str, spec: tuple[Any, ...], go: Any, out: Any) -> None:
+    """Holds ``session`` while another process rotates it; one request afterwards."""
+    auth = TaniumSessionAuth(url, session, store=make_store(spec), revalidate_after=60)
+    go.wait()
+    with requests.Session() as s:
+        s.trust_env = False
+        s.auth = auth
+        resp = s.get(url + SENSORS)
+        out.put((resp.status_code, len(resp.history)))
+
+
+def hold_lock(spec: tuple[Any, ...], origin: str, lease: float, held: Any) -> None:
+    """Take the fleet lock and never give it back (the test kills this process)."""
+    store = make_store(spec)
+    store.bind(origin)
+    assert store.acquire(lease, 5) is not None
+    held.set()
+    time.sleep(60)
