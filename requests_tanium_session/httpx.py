@@ -11,9 +11,12 @@ and REST call is a request the flow yields, so it goes through the user's own cl
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import threading
+import time
+from collections import deque
 from collections.abc import AsyncGenerator, Awaitable, Callable, Collection, Generator
 from time import monotonic
 from typing import Any, Optional, Union
@@ -57,6 +60,7 @@ from .protocol import (
     verdict_error,
 )
 from .state import TokenState
+from .stores import Fleet, Record, SessionStore, adoptable
 from .versions import check_specifier, parse_specifier, read_version, unreadable
 
 __all__ = ["TaniumAuth"]
@@ -106,8 +110,21 @@ class _Refresh:
     __slots__ = ()
 
 
+class _Store:
+    """A store operation: ``read``, ``lock``, ``unlock`` or ``publish`` (token, previous)."""
+
+    __slots__ = ("args", "op")
+
+    def __init__(self, op: str, *args: Any) -> None:
+        self.op = op
+        self.args = args
+
+
 _REFRESH = _Refresh()
-_Effect = Union[_Send, _Read, _Lead, _Refresh]
+_READ = _Store("read")
+_LOCK = _Store("lock")
+_UNLOCK = _Store("unlock")
+_Effect = Union[_Send, _Read, _Lead, _Refresh, _Store]
 _Flow = Generator[_Effect, Any, Any]
 
 
@@ -165,6 +182,37 @@ async def _read_async(effect: _Read) -> Optional[bytes]:
     return _keep(response, b"".join(chunks))
 
 
+class _Held:
+    """The fleet lock as one flow holds it: taken once, given back when the flow ends."""
+
+    __slots__ = ("depth", "fleet", "handle")
+
+    def __init__(self, fleet: Fleet) -> None:
+        self.fleet = fleet
+        self.depth = 0
+        self.handle: Optional[object] = None
+
+    def run(self, effect: _Store) -> Any:
+        fleet = self.fleet
+        if effect.op == "read":
+            return fleet.read()
+        if effect.op == "publish":
+            fleet.publish(*effect.args)
+        elif effect.op == "lock":
+            if self.depth == 0:
+                self.handle = fleet.acquire()
+            self.depth += 1
+        elif self.depth:  # unlock
+            self.depth -= 1
+            if self.depth == 0:
+                self.end()
+        return None
+
+    def end(self) -> None:
+        handle, self.handle, self.depth = self.handle, None, 0
+        self.fleet.release(handle)
+
+
 def _become(last: httpx.Response, want: httpx.Response) -> None:
     """Make ``last`` (the answer to a yielded ``/auth`` call) read as ``want``.
 
@@ -202,6 +250,8 @@ class TaniumAuth(httpx.Auth):
         on_token_update: called with the new token whenever it changes.
         allow_http: allow ``http://`` for a host that is not loopback.
         requires_server: a version specifier checked at the first request.
+        store: a session store shared with other processes or machines; its calls
+            run on a worker thread in async flows.
 
     Raises:
         TypeError, ValueError: malformed arguments (messages never show a secret).
@@ -224,6 +274,7 @@ class TaniumAuth(httpx.Auth):
         on_token_update: Optional[Callable[[str], None]] = None,
         allow_http: bool = False,
         requires_server: Optional[str] = None,
+        store: Optional[SessionStore] = None,
     ) -> None:
         if url is None:
             raise ValueError("url is required")
@@ -260,7 +311,11 @@ class TaniumAuth(httpx.Auth):
         self._key = (scheme, "", host.strip("[]"), None if port == DEFAULT_PORTS[scheme] else port)
         self._flights = Flights(lock)
         self._aflights = AsyncFlights(lock)
-        self._dead: Optional[str] = None
+        self._dead: deque[str] = deque(maxlen=8)
+        self._got_at = time.time()
+        lease = 2 * self.login_timeout + 2
+        name = "{}://{}:{}".format(*origin)
+        self._fleet = None if store is None else Fleet(store, name, lease, self.expires_after)
         self._gate_error: Optional[str] = None
         self._gate = self._requires is not None
 
@@ -388,6 +443,7 @@ class TaniumAuth(httpx.Auth):
         sent: Any = None
         error: Optional[BaseException] = None
         last: Optional[httpx.Response] = None
+        held: Optional[_Held] = None
         try:
             while True:
                 try:
@@ -406,12 +462,17 @@ class TaniumAuth(httpx.Auth):
                         sent = _read_sync(effect)
                     elif isinstance(effect, _Lead):
                         sent = flights.lead(effect.kind, effect.done, effect.timeout, effect.after)
+                    elif isinstance(effect, _Store):
+                        held = held or _Held(self._fleet)  # type: ignore[arg-type]
+                        sent = held.run(effect)
                     else:
                         sent = self._call_refresh(flights)
                 except Exception as exc:
                     error = exc
         finally:
             core.close()
+            if held is not None:
+                held.end()
 
     async def async_auth_flow(
         self, request: httpx.Request
@@ -434,6 +495,7 @@ class TaniumAuth(httpx.Auth):
         sent: Any = None
         error: Optional[BaseException] = None
         last: Optional[httpx.Response] = None
+        held: Optional[_Held] = None
         try:
             while True:
                 try:
@@ -454,12 +516,17 @@ class TaniumAuth(httpx.Auth):
                         sent = await flights.lead(
                             effect.kind, effect.done, effect.timeout, effect.after
                         )
+                    elif isinstance(effect, _Store):  # blocking I/O: off the event loop
+                        held = held or _Held(self._fleet)  # type: ignore[arg-type]
+                        sent = await asyncio.to_thread(held.run, effect)
                     else:
                         sent = await self._acall_refresh(flights)
                 except Exception as exc:
                     error = exc
         finally:
             core.close()
+            if held is not None:
+                await asyncio.to_thread(held.end)
 
     def _call_refresh(self, flights: Flights) -> object:
         refresh = self.refresh
@@ -581,7 +648,7 @@ class TaniumAuth(httpx.Auth):
             return token if token != sent or state.ok_seq > after else None
 
         try:
-            new = yield from self._validate(flights, done, after, cause)
+            new = yield from self._validate(flights, done, after, cause, sent)
         except AuthServiceUnavailable as exc:
             raise AuthServiceUnavailable(
                 f"{cause} and the session could not be checked: {exc}", response=response
@@ -606,6 +673,7 @@ class TaniumAuth(httpx.Auth):
         done: Callable[[], Optional[str]],
         after: Optional[int],
         cause: str,
+        exclude: Optional[str] = None,
     ) -> _Flow:
         if flights.in_callback():
             raise LoginError(
@@ -615,7 +683,7 @@ class TaniumAuth(httpx.Auth):
         if isinstance(got, str):
             return got
         try:
-            token = yield from self._validate_once(got.seq, flights, cause)
+            token = yield from self._check(got.seq, flights, cause, exclude)
         except GeneratorExit:
             flights.land("validate", got, error=self._abandoned("validation"))
             raise
@@ -625,6 +693,54 @@ class TaniumAuth(httpx.Auth):
             raise
         flights.land("validate", got, result=token)
         return token
+
+    def _check(self, seq: int, flights: _AnyFlights, cause: str, exclude: Optional[str]) -> _Flow:
+        """A validation: alone, one ``/auth`` call; with a store, first a fresh or newer
+        record, then under the fleet lock the server and, when the session is dead and
+        ``refresh`` is set, the refresh too, published for the fleet."""
+        if self._fleet is None:
+            return (yield from self._validate_once(seq, flights, cause))
+        token = self._from_store((yield _READ), exclude, True, flights)
+        if token is not None:
+            return token
+        yield _LOCK
+        record = yield _READ
+        token = self._from_store(record, exclude, False, flights)
+        if token is None:
+            try:
+                token = yield from self._validate_once(seq, flights, cause)
+            except (InvalidToken, NotLoggedInError):
+                if self.refresh is None:
+                    raise
+                token = yield from self._renewed(flights, cause)
+            yield _Store("publish", token, record)
+        yield _UNLOCK
+        return token
+
+    def _from_store(
+        self,
+        record: Optional[Record],
+        exclude: Optional[str],
+        fresh_only: bool,
+        flights: _AnyFlights,
+    ) -> Optional[str]:
+        """Adopt the store's token as :func:`~.stores.adoptable` decides."""
+        state = self._state
+        found = adoptable(
+            record,
+            current=state.current,
+            got_at=self._got_at,
+            revalidate_after=state.revalidate_after,
+            exclude=(exclude, *self._dead),
+            fresh_only=fresh_only,
+        )
+        if found is None:
+            return None
+        if state.adopt(found.token, at=monotonic() - found.age):
+            self._got_at = time.time() - found.age
+            log.debug("session adopted from the session store")
+            self._notify(found.token, flights)
+        return found.token if found.fresh else None
 
     def _validate_once(self, seq: int, flights: _AnyFlights, cause: str) -> _Flow:
         state = self._state
@@ -642,6 +758,7 @@ class TaniumAuth(httpx.Auth):
             if current is None:
                 raise self._not_logged_in()
             if changed:
+                self._got_at = time.time()
                 log.debug("session rotated by the server")
                 self._notify(current, flights)
             return current
@@ -663,14 +780,17 @@ class TaniumAuth(httpx.Auth):
         if isinstance(got, str):
             return got
         try:
-            log.info("refreshing the session for %s (cause: %s)", self.url, cause)
-            if isinstance(self.refresh, _Credentials):
-                value = yield from self._login(self.refresh)
+            if self._fleet is None:
+                new = yield from self._renewed(flights, cause)
             else:
-                value = yield _REFRESH
-            new = self._checked(value)
-            if state.adopt(new):
-                self._notify(new, flights)
+                yield _LOCK
+                record = yield _READ
+                found = self._from_store(record, None, False, flights) or state.current
+                if found is None:
+                    found = yield from self._renewed(flights, cause)
+                    yield _Store("publish", found, record)
+                yield _UNLOCK
+                new = found
         except GeneratorExit:
             flights.land("renew", got, error=self._abandoned("login"))
             raise
@@ -679,6 +799,19 @@ class TaniumAuth(httpx.Auth):
             del got
             raise
         flights.land("renew", got, result=new)
+        return new
+
+    def _renewed(self, flights: _AnyFlights, cause: str) -> _Flow:
+        """Log in or call ``refresh`` once, and adopt the new session."""
+        log.info("refreshing the session for %s (cause: %s)", self.url, cause)
+        if isinstance(self.refresh, _Credentials):
+            value = yield from self._login(self.refresh)
+        else:
+            value = yield _REFRESH
+        new = self._checked(value)
+        if self._state.adopt(new):
+            self._got_at = time.time()
+            self._notify(new, flights)
         return new
 
     def _login(self, credentials: _Credentials) -> _Flow:
@@ -700,7 +833,7 @@ class TaniumAuth(httpx.Auth):
             raise LoginError(
                 f"refresh of the session for {self.url} returned a bad value: {failed}"
             )
-        if new == self._dead:
+        if new in self._dead:
             raise LoginError(
                 f"refresh of the session for {self.url} returned the session that was just rejected"
             )
@@ -738,7 +871,7 @@ class TaniumAuth(httpx.Auth):
 
     def _kill(self, token: str, why: str) -> None:
         if self._state.kill(token, why):
-            self._dead = token
+            self._dead.append(token)
 
     def _notify(self, token: str, flights: _AnyFlights) -> None:
         callback = self.on_token_update

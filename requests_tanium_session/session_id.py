@@ -60,7 +60,7 @@ from .protocol import (
     verdict_error,
 )
 from .state import TokenState
-from .stores import Fleet, Record, SessionStore
+from .stores import Fleet, Record, SessionStore, adoptable
 from .versions import check_requirement, version_gate
 
 __all__ = ["CredentialLogin", "SessionId", "check_token", "is_api_token"]
@@ -579,32 +579,27 @@ class SessionId:
     def _from_store(
         self, record: Optional[Record], exclude: Optional[str], fresh_only: bool
     ) -> Optional[str]:
-        """Adopt the store's token when it is fresh, or newer than ours (then validated).
+        """Adopt the store's token as :func:`~.stores.adoptable` decides.
 
         Returns the token to use, or None when this process must ask the server.
-        Never a token known dead here, nor ``exclude`` (the one a 401/403 refused).
         """
-        if record is None:
-            return None
-        token = record.token
-        if token == exclude or token in self._dead:
-            return None
-        age = max(0.0, time.time() - record.confirmed_at)
-        fresh = age < self._state.revalidate_after
         state = self._state
-        if token == state.current:
-            if fresh:
-                state.adopt(token, at=monotonic() - age)
-                return token
+        found = adoptable(
+            record,
+            current=state.current,
+            got_at=self._got_at,
+            revalidate_after=state.revalidate_after,
+            exclude=(exclude, *self._dead),
+            fresh_only=fresh_only,
+        )
+        if found is None:
             return None
-        if not fresh and (fresh_only or record.confirmed_at <= self._got_at):
-            return None
-        if state.adopt(token, at=monotonic() - age):
-            self._uid = uid_of(token)
-            self._got_at = record.confirmed_at
+        if state.adopt(found.token, at=monotonic() - found.age):
+            self._uid = uid_of(found.token)
+            self._got_at = time.time() - found.age
             log.debug("session for uid %s adopted from the session store", self._uid)
-            self._notify(token)
-        return token if fresh else None
+            self._notify(found.token)
+        return found.token if found.fresh else None
 
     def _validate_once(self, cause: str, seq: int) -> str:
         state = self._state

@@ -29,14 +29,23 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Collection, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
 
 from .protocol import MAX_JSON_BYTES, check_token
 
-__all__ = ["FileStore", "MemoryStore", "Record", "RedisStore", "SessionStore"]
+__all__ = [
+    "Adoption",
+    "FileStore",
+    "Fleet",
+    "MemoryStore",
+    "Record",
+    "RedisStore",
+    "SessionStore",
+    "adoptable",
+]
 
 log = logging.getLogger(__name__)
 
@@ -291,6 +300,40 @@ class RedisStore(SessionStore):
         return f"RedisStore(key={self.key!r})"
 
 
+@dataclass(frozen=True)
+class Adoption:
+    """What to do with a store's record: take ``token``, confirmed ``age`` seconds ago."""
+
+    token: str = field(repr=False)
+    age: float
+    fresh: bool  # usable now; otherwise adopt it, then validate it
+
+
+def adoptable(
+    record: Optional[Record],
+    *,
+    current: Optional[str],
+    got_at: float,
+    revalidate_after: float,
+    exclude: Collection[Optional[str]],
+    fresh_only: bool,
+) -> Optional[Adoption]:
+    """Whether a process holding ``current`` (got at wall time ``got_at``) takes the
+    record: when it is fresh, or newer than ``current`` (then it is validated first).
+
+    Never a token in ``exclude`` (known dead here, or the one a 401/403 refused).
+    """
+    if record is None or record.token in exclude:
+        return None
+    age = max(0.0, time.time() - record.confirmed_at)
+    fresh = age < revalidate_after
+    if record.token == current:
+        return Adoption(record.token, age, True) if fresh else None
+    if fresh or (not fresh_only and record.confirmed_at > got_at):
+        return Adoption(record.token, age, fresh)
+    return None
+
+
 class Fleet:
     """A store as one :class:`SessionId` uses it: reads, writes and the fleet lock, with
     outages degraded to this process alone (one WARNING per outage)."""
@@ -351,6 +394,26 @@ class Fleet:
             return
         self._worked()
 
+    def acquire(self) -> Optional[object]:
+        """Take the fleet lock, waiting at most a lease; None: going on without it."""
+        handle: Optional[object] = None
+        try:
+            handle = self.store.acquire(self.lease, self.lease)
+        except Exception as exc:
+            self._failed("locking", exc)
+        if handle is None and not self._down:
+            log.warning("the fleet lock of %r was not free within %.1f s; going on without it",
+                        self.store, self.lease)  # fmt: skip
+        return handle
+
+    def release(self, handle: Optional[object]) -> None:
+        """Give back a lock that :meth:`acquire` took."""
+        if handle is not None:
+            try:
+                self.store.release(handle)
+            except Exception as exc:
+                self._failed("unlocking", exc)
+
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
         """Hold the fleet lock (re-entrant on one thread); without it after ``lease``."""
@@ -362,21 +425,10 @@ class Fleet:
             finally:
                 self._local.depth = depth
             return
-        handle: Optional[object] = None
-        try:
-            handle = self.store.acquire(self.lease, self.lease)
-        except Exception as exc:
-            self._failed("locking", exc)
-        if handle is None and not self._down:
-            log.warning("the fleet lock of %r was not free within %.1f s; going on without it",
-                        self.store, self.lease)  # fmt: skip
+        handle = self.acquire()
         self._local.depth = 1
         try:
             yield
         finally:
             self._local.depth = 0
-            if handle is not None:
-                try:
-                    self.store.release(handle)
-                except Exception as exc:
-                    self._failed("unlocking", exc)
+            self.release(handle)

@@ -334,9 +334,9 @@ def test_symlink_is_refused(private_dir: Path) -> None:
 
 def test_memory_store_shares_a_session_between_auths(server: TaniumServer) -> None:
     store = MemoryStore()
-    first = TaniumSessionAuth(server.url, server.new_session(), store=store, revalidate_after=0.05)
-    second = TaniumSessionAuth(server.url, server.new_session(), store=store, revalidate_after=0.05)
-    time.sleep(0.06)
+    first = TaniumSessionAuth(server.url, server.new_session(), store=store, revalidate_after=0.3)
+    second = TaniumSessionAuth(server.url, server.new_session(), store=store, revalidate_after=0.3)
+    time.sleep(0.31)
     token = first.token  # validates and publishes
     assert second.token == token  # adopted, no second /auth
     assert server.auth_calls["validate"] == 1
@@ -367,3 +367,51 @@ def test_importing_the_package_does_not_import_redis() -> None:
     code = "import sys, requests_tanium_session; print('redis' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "False"
+
+
+# -- httpx ------------------------------------------------------------------------------
+
+
+def test_httpx_auths_share_a_store_sync_and_async(
+    server: TaniumServer, spec: tuple[Any, ...]
+) -> None:
+    import asyncio
+
+    from requests_tanium_session.httpx import TaniumAuth
+
+    session = server.new_session()
+    first = TaniumAuth(
+        server.url, session, store=fleet_worker.make_store(spec), revalidate_after=0.05
+    )
+    second = TaniumAuth(
+        server.url, session, store=fleet_worker.make_store(spec), revalidate_after=0.05
+    )
+    time.sleep(0.06)
+    with first.client() as client:
+        assert client.get(SENSORS).status_code == 200  # validates and publishes
+
+    async def main() -> int:
+        async with second.async_client() as client:
+            return (await client.get(SENSORS)).status_code
+
+    assert asyncio.run(main()) == 200  # adopted from the store
+    assert server.auth_calls["validate"] == 1
+
+
+def test_httpx_revocation_one_login_for_two_auths(server: TaniumServer, private_dir: Path) -> None:
+    from requests_tanium_session.httpx import TaniumAuth
+
+    path = private_dir / "session.json"
+    auths = [
+        TaniumAuth.from_credentials(server.url, USER, PASSWORD, store=FileStore(path))
+        for _ in range(2)
+    ]
+    clients = [a.client() for a in auths]
+    for c in clients:
+        assert c.get(SENSORS).status_code == 200
+    logins = server.auth_calls["login"]
+    server.revoke_user()
+    for c in clients:
+        assert c.get(SENSORS).status_code == 200
+        c.close()
+    assert server.auth_calls["login"] - logins == 1
