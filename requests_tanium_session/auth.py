@@ -285,7 +285,9 @@ class TaniumSessionAuth(Closing, AuthBase):
             )
         try:
             login = CredentialLogin(client, username, password, domain, secondary)
-            auth = cls(session=login.login(timeout), http_client=client, refresh=login, **kwargs)
+            fresh_for = kwargs.get("revalidate_after", DEFAULT_REVALIDATE_AFTER)
+            session = login.first_session(timeout, kwargs.get("store"), fresh_for)
+            auth = cls(session=session, http_client=client, refresh=login, **kwargs)
         except BaseException:
             if owns:
                 client.close()

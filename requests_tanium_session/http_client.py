@@ -28,6 +28,7 @@ __all__ = [
     "default_retry",
     "gateway_retry",
     "is_loopback",
+    "origin_name",
     "origin_of",
     "parse_base_url",
 ]
@@ -143,6 +144,12 @@ def parse_base_url(url: object, allow_http: bool = False) -> tuple[str, Origin]:
     netloc = host if port is None or port == DEFAULT_PORTS[scheme] else f"{host}:{port}"
     path = urlsplit(str(prepared.url)).path.rstrip("/")
     return f"{scheme}://{netloc}{path}", origin
+
+
+def origin_name(origin: Origin) -> str:
+    """``scheme://host:port``: how stores and messages name an origin."""
+    scheme, host, port = origin
+    return f"{scheme}://{host}:{port}"
 
 
 class OriginMatcher:

@@ -38,7 +38,7 @@ from .exceptions import (
     NotLoggedInError,
     VersionMismatchError,
 )
-from .http_client import DEFAULT_PORTS, OriginMatcher, parse_base_url
+from .http_client import DEFAULT_PORTS, OriginMatcher, origin_name, parse_base_url
 from .protocol import (
     DEFAULT_EXPIRES_AFTER,
     DEFAULT_LOGIN_TIMEOUT,
@@ -314,7 +314,7 @@ class TaniumAuth(httpx.Auth):
         self._dead: deque[str] = deque(maxlen=8)
         self._got_at = time.time()
         lease = 2 * self.login_timeout + 2
-        name = "{}://{}:{}".format(*origin)
+        name = origin_name(origin)
         self._fleet = None if store is None else Fleet(store, name, lease, self.expires_after)
         self._gate_error: Optional[str] = None
         self._gate = self._requires is not None

@@ -38,7 +38,7 @@ from .exceptions import (
     NotLoggedInError,
     TaniumAuthError,
 )
-from .http_client import Answer, HttpClient
+from .http_client import Answer, HttpClient, origin_name
 from .protocol import (
     DEFAULT_EXPIRES_AFTER,
     DEFAULT_LOGIN_TIMEOUT,
@@ -118,6 +118,32 @@ class CredentialLogin:
             assert verdict.token is not None
             return verdict.token
         raise verdict_error(call, answer.url, verdict, "no session was made", answer.response)
+
+    def first_session(self, timeout: float, store: Optional[SessionStore], fresh_for: float) -> str:
+        """The session to start with: a record fresh for ``fresh_for`` seconds in
+        ``store``, else a login (under the fleet lock, published), so a fleet that starts
+        together logs in once."""
+        if store is None:
+            return self.login(timeout)
+        fleet = Fleet(store, origin_name(self._client.origin), 2 * timeout + 2, 300)
+
+        def fresh(record: Optional[Record]) -> Optional[str]:
+            found = adoptable(
+                record, current=None, got_at=float("inf"), revalidate_after=fresh_for,
+                exclude=(), fresh_only=True,
+            )  # fmt: skip
+            return None if found is None else found.token
+
+        token = fresh(fleet.read())
+        if token is not None:
+            return token
+        with fleet.locked():
+            record = fleet.read()
+            token = fresh(record)
+            if token is None:
+                token = self.login(timeout)
+                fleet.publish(token, record)
+            return token
 
     def __call__(self) -> str:
         sid = self._sid
@@ -368,9 +394,9 @@ class SessionId:
         if store is None:
             self._fleet = None
             return
-        scheme, host, port = self._http_client.origin
         lease = 2 * self._login_timeout + 2 if lease is None else check_seconds("lease", lease)
-        self._fleet = Fleet(store, f"{scheme}://{host}:{port}", lease, self._expires_after)
+        name = origin_name(self._http_client.origin)
+        self._fleet = Fleet(store, name, lease, self._expires_after)
 
     @property
     def store(self) -> Optional[SessionStore]:

@@ -59,8 +59,10 @@ def revoked(
     url: str, user: str, password: str, spec: tuple[Any, ...], ready: Any, go: Any, out: Any
 ) -> None:
     """from_credentials in every worker; requests after the administrator revoked."""
-    auth = TaniumSessionAuth.from_credentials(url, user, password, store=make_store(spec))
-    ready.wait()  # every worker has logged in
+    auth = TaniumSessionAuth.from_credentials(
+        url, user, password, store=make_store(spec), revalidate_after=30
+    )
+    ready.wait()  # every worker has its session (one login: the others found it fresh)
     go.wait()  # the test revoked every session of the user
     out.put(_threads(url, auth, 8, 3))
 
