@@ -38,6 +38,7 @@ from .protocol import (
     HEADER,
     Default,
     check_seconds,
+    recovery_failure,
 )
 from .session_id import CredentialLogin, SessionId
 from .stores import SessionStore
@@ -434,20 +435,11 @@ class TaniumSessionAuth(Closing, AuthBase):
         cause = f"{r.request.method} {r.url} answered {r.status_code}"
         try:
             new = sid.recheck(sent, after, cause, self.refresh)
-        except AuthServiceUnavailable as exc:
-            raise AuthServiceUnavailable(
-                f"{cause} and the session could not be checked: {exc}", response=r
-            ) from exc
-        except (InvalidToken, NotLoggedInError) as exc:
-            if self.refresh is None:
-                raise type(exc)(
-                    f"{cause} and the session cannot be refreshed: {exc}", response=r
-                ) from exc
-            new = ""
-        except LoginError as exc:
-            raise LoginError(
-                f"{cause} and the session could not be checked: {exc}", response=r
-            ) from exc
+        except (LoginError, AuthServiceUnavailable) as exc:
+            failure = recovery_failure(exc, cause, r, self.refresh is not None)
+            if failure is not None:
+                raise failure from exc
+            new = ""  # dead: renew below
         if not new:
             assert self.refresh is not None
             return sid.renew(self.refresh, cause)

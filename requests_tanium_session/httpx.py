@@ -15,8 +15,6 @@ import asyncio
 import inspect
 import logging
 import threading
-import time
-from collections import deque
 from collections.abc import AsyncGenerator, Awaitable, Callable, Collection, Generator
 from time import monotonic
 from typing import Any, Optional, Union
@@ -56,11 +54,12 @@ from .protocol import (
     login_call,
     login_headers,
     logout_call,
+    recovery_failure,
     validate_call,
     verdict_error,
 )
 from .state import TokenState
-from .stores import Fleet, Record, SessionStore, adoptable
+from .stores import Fleet, Record, SessionStore, take
 from .versions import check_specifier, parse_specifier, read_version, unreadable
 
 __all__ = ["TaniumAuth"]
@@ -311,8 +310,6 @@ class TaniumAuth(httpx.Auth):
         self._key = (scheme, "", host.strip("[]"), None if port == DEFAULT_PORTS[scheme] else port)
         self._flights = Flights(lock)
         self._aflights = AsyncFlights(lock)
-        self._dead: deque[str] = deque(maxlen=8)
-        self._got_at = time.time()
         lease = 2 * self.login_timeout + 2
         name = origin_name(origin)
         self._fleet = None if store is None else Fleet(store, name, lease, self.expires_after)
@@ -649,20 +646,11 @@ class TaniumAuth(httpx.Auth):
 
         try:
             new = yield from self._validate(flights, done, after, cause, sent)
-        except AuthServiceUnavailable as exc:
-            raise AuthServiceUnavailable(
-                f"{cause} and the session could not be checked: {exc}", response=response
-            ) from exc
-        except (InvalidToken, NotLoggedInError) as exc:
-            if self.refresh is None:
-                raise type(exc)(
-                    f"{cause} and the session cannot be refreshed: {exc}", response=response
-                ) from exc
-            new = ""
-        except LoginError as exc:
-            raise LoginError(
-                f"{cause} and the session could not be checked: {exc}", response=response
-            ) from exc
+        except (LoginError, AuthServiceUnavailable) as exc:
+            failure = recovery_failure(exc, cause, response, self.refresh is not None)
+            if failure is not None:
+                raise failure from exc
+            new = ""  # dead: renew below
         if not new:
             return (yield from self._renew(flights, cause))
         return new if new != sent else None
@@ -724,23 +712,12 @@ class TaniumAuth(httpx.Auth):
         fresh_only: bool,
         flights: _AnyFlights,
     ) -> Optional[str]:
-        """Adopt the store's token as :func:`~.stores.adoptable` decides."""
-        state = self._state
-        found = adoptable(
-            record,
-            current=state.current,
-            got_at=self._got_at,
-            revalidate_after=state.revalidate_after,
-            exclude=(exclude, *self._dead),
-            fresh_only=fresh_only,
-        )
-        if found is None:
-            return None
-        if state.adopt(found.token, at=monotonic() - found.age):
-            self._got_at = time.time() - found.age
+        """Adopt the store's token as :func:`~.stores.take` decides."""
+        token, changed = take(self._state, record, exclude, fresh_only)
+        if changed and self._state.current is not None:
             log.debug("session adopted from the session store")
-            self._notify(found.token, flights)
-        return found.token if found.fresh else None
+            self._notify(self._state.current, flights)
+        return token
 
     def _validate_once(self, seq: int, flights: _AnyFlights, cause: str) -> _Flow:
         state = self._state
@@ -758,7 +735,6 @@ class TaniumAuth(httpx.Auth):
             if current is None:
                 raise self._not_logged_in()
             if changed:
-                self._got_at = time.time()
                 log.debug("session rotated by the server")
                 self._notify(current, flights)
             return current
@@ -810,7 +786,6 @@ class TaniumAuth(httpx.Auth):
             value = yield _REFRESH
         new = self._checked(value)
         if self._state.adopt(new):
-            self._got_at = time.time()
             self._notify(new, flights)
         return new
 
@@ -833,7 +808,7 @@ class TaniumAuth(httpx.Auth):
             raise LoginError(
                 f"refresh of the session for {self.url} returned a bad value: {failed}"
             )
-        if new in self._dead:
+        if new in self._state.dead:
             raise LoginError(
                 f"refresh of the session for {self.url} returned the session that was just rejected"
             )
@@ -870,8 +845,7 @@ class TaniumAuth(httpx.Auth):
         )
 
     def _kill(self, token: str, why: str) -> None:
-        if self._state.kill(token, why):
-            self._dead.append(token)
+        self._state.kill(token, why)
 
     def _notify(self, token: str, flights: _AnyFlights) -> None:
         callback = self.on_token_update

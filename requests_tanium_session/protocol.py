@@ -17,7 +17,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Optional
 
-from .exceptions import AuthServiceUnavailable, InvalidToken, LoginError, TaniumAuthError
+from .exceptions import (
+    AuthServiceUnavailable,
+    InvalidToken,
+    LoginError,
+    NotLoggedInError,
+    TaniumAuthError,
+)
 
 __all__ = [
     "API_TOKEN_PREFIX",
@@ -44,6 +50,7 @@ __all__ = [
     "judge_version",
     "login_call",
     "logout_call",
+    "recovery_failure",
     "redact_headers",
     "uid_of",
     "validate_call",
@@ -377,3 +384,22 @@ def verdict_error(
     if verdict.kind is Kind.REJECTED:
         return InvalidToken(what, response=response)
     return LoginError(f"{what}; {kept}", response=response)
+
+
+def recovery_failure(
+    exc: TaniumAuthError, cause: str, response: Any, can_refresh: bool
+) -> Optional[TaniumAuthError]:
+    """What a 401/403 recovery raises when checking the session failed with ``exc``;
+    None when the session is dead and ``refresh`` may renew it.
+
+    The new exception carries the 401/403 as ``.response`` and says what happened.
+    """
+    if isinstance(exc, AuthServiceUnavailable):
+        return AuthServiceUnavailable(
+            f"{cause} and the session could not be checked: {exc}", response=response
+        )
+    if isinstance(exc, (InvalidToken, NotLoggedInError)):
+        if can_refresh:
+            return None
+        return type(exc)(f"{cause} and the session cannot be refreshed: {exc}", response=response)
+    return LoginError(f"{cause} and the session could not be checked: {exc}", response=response)

@@ -21,11 +21,8 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
-from collections import deque
 from collections.abc import Callable
 from functools import partial
-from time import monotonic
 from typing import Any, ClassVar, Optional, Union
 
 import requests
@@ -60,7 +57,7 @@ from .protocol import (
     verdict_error,
 )
 from .state import TokenState
-from .stores import Fleet, Record, SessionStore, adoptable
+from .stores import Fleet, Record, SessionStore, adoptable, take
 from .versions import check_requirement, version_gate
 
 __all__ = ["CredentialLogin", "SessionId", "check_token", "is_api_token"]
@@ -213,9 +210,6 @@ class SessionId:
         self._state = TokenState(token, lock)
         self._flights = Flights(lock)
         self._uid = uid_of(token) if token is not None else None
-        #: Tokens that died here lately: refresh() or a store must not bring them back.
-        self._dead: deque[str] = deque(maxlen=8)
-        self._got_at = time.time()  # wall clock: when this process got its token
         self._fleet: Optional[Fleet] = None
 
     # -- pytan3 class methods ---------------------------------------------------
@@ -319,7 +313,6 @@ class SessionId:
         new = check_token(value, what)
         changed = self._state.adopt(new)
         if changed:
-            self._got_at = time.time()
             self._uid = uid_of(new)
             log.debug("new session adopted for uid %s at %s", self._uid, self.url)
             self._notify(new)
@@ -561,7 +554,7 @@ class SessionId:
             raise LoginError(
                 f"refresh of the session for {self.url} returned a bad value: {failed}"
             )
-        if new in self._dead:
+        if new in self._state.dead:
             raise LoginError(
                 f"refresh of the session for {self.url} returned the session that was just rejected"
             )
@@ -605,27 +598,16 @@ class SessionId:
     def _from_store(
         self, record: Optional[Record], exclude: Optional[str], fresh_only: bool
     ) -> Optional[str]:
-        """Adopt the store's token as :func:`~.stores.adoptable` decides.
-
-        Returns the token to use, or None when this process must ask the server.
-        """
-        state = self._state
-        found = adoptable(
-            record,
-            current=state.current,
-            got_at=self._got_at,
-            revalidate_after=state.revalidate_after,
-            exclude=(exclude, *self._dead),
-            fresh_only=fresh_only,
-        )
-        if found is None:
-            return None
-        if state.adopt(found.token, at=monotonic() - found.age):
-            self._uid = uid_of(found.token)
-            self._got_at = time.time() - found.age
+        """Adopt the store's token as :func:`~.stores.take` decides; the token to use
+        now, or None when this process must ask the server."""
+        token, changed = take(self._state, record, exclude, fresh_only)
+        if changed:
+            current = self._state.current
+            assert current is not None
+            self._uid = uid_of(current)
             log.debug("session for uid %s adopted from the session store", self._uid)
-            self._notify(found.token)
-        return found.token if found.fresh else None
+            self._notify(current)
+        return token
 
     def _validate_once(self, cause: str, seq: int) -> str:
         state = self._state
@@ -646,7 +628,6 @@ class SessionId:
         if current is None:
             raise self._not_logged_in()
         if changed:
-            self._got_at = time.time()
             self._uid = uid_of(current)
             log.debug("session for uid %s rotated by the server", self._uid)
             self._notify(current)
@@ -666,8 +647,7 @@ class SessionId:
         return verdict_error(call, answer.url, verdict, "the session is kept", answer.response)
 
     def _kill(self, token: str, why: str) -> None:
-        if self._state.kill(token, why):
-            self._dead.append(token)
+        self._state.kill(token, why)
 
     def _notify(self, token: str) -> None:
         callback = self.on_token_update

@@ -7,6 +7,8 @@ No I/O. Every change happens under ``lock``; reads on the hot path (:meth:`fresh
 from __future__ import annotations
 
 import threading
+import time
+from collections import deque
 from time import monotonic
 from typing import Optional
 
@@ -28,6 +30,9 @@ class TokenState:
         self.generation = 0  #: bumps whenever the token changes or dies
         self.ok_seq = 0  #: number of the last validation the server answered 200
         self.ended = "no session was set"  #: why there is no live token
+        self.got_at = time.time()  #: wall clock: when this process got its token
+        #: Tokens that died here lately: never to be taken back (from refresh or a store).
+        self.dead: deque[str] = deque(maxlen=8)
         self._revalidate_after = float(DEFAULT_REVALIDATE_AFTER)
         self._stamp(monotonic())
 
@@ -62,11 +67,11 @@ class TokenState:
         if token == self.current:
             self._stamp(monotonic())
 
-    def adopt(self, token: str, at: Optional[float] = None) -> bool:
-        """Take ``token``, confirmed now (or at monotonic time ``at``); True when it
-        differs from the current one."""
+    def adopt(self, token: str, at: Optional[float] = None, got_at: Optional[float] = None) -> bool:
+        """Take ``token``, confirmed now (or at monotonic time ``at``; obtained at wall
+        time ``got_at``); True when it differs from the current one."""
         with self.lock:
-            return self._set(token, at)
+            return self._set(token, at, got_at)
 
     def answered(self, sent: str, token: str, seq: int) -> tuple[Optional[str], bool]:
         """The server confirmed ``sent`` as ``token`` in validation ``seq``.
@@ -88,12 +93,14 @@ class TokenState:
             self.current = None
             self.ended = why
             self.generation += 1
+            self.dead.append(token)
             return True
 
-    def _set(self, token: str, at: Optional[float] = None) -> bool:
+    def _set(self, token: str, at: Optional[float] = None, got_at: Optional[float] = None) -> bool:
         changed = token != self.current
         self.current = token
         self._stamp(monotonic() if at is None else at)
         if changed:
             self.generation += 1
+            self.got_at = time.time() if got_at is None else got_at
         return changed

@@ -32,9 +32,11 @@ import uuid
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from time import monotonic
 from typing import Any, Optional, Union
 
 from .protocol import MAX_JSON_BYTES, check_token
+from .state import TokenState
 
 __all__ = [
     "Adoption",
@@ -45,6 +47,7 @@ __all__ = [
     "RedisStore",
     "SessionStore",
     "adoptable",
+    "take",
 ]
 
 log = logging.getLogger(__name__)
@@ -332,6 +335,28 @@ def adoptable(
     if fresh or (not fresh_only and record.confirmed_at > got_at):
         return Adoption(record.token, age, fresh)
     return None
+
+
+def take(
+    state: TokenState, record: Optional[Record], exclude: Optional[str], fresh_only: bool
+) -> tuple[Optional[str], bool]:
+    """Adopt ``record`` into ``state`` when :func:`adoptable` says so.
+
+    Returns the token to use now (None: ask the server, about the adopted token when
+    one was adopted) and whether the token changed.
+    """
+    found = adoptable(
+        record,
+        current=state.current,
+        got_at=state.got_at,
+        revalidate_after=state.revalidate_after,
+        exclude=(exclude, *state.dead),
+        fresh_only=fresh_only,
+    )
+    if found is None:
+        return None, False
+    changed = state.adopt(found.token, at=monotonic() - found.age, got_at=time.time() - found.age)
+    return (found.token if found.fresh else None), changed
 
 
 class Fleet:
