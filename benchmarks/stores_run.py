@@ -93,8 +93,8 @@ def fleet(
         gate.wait()
         for p in procs:
             p.join(30)
-        stale = rounds - 1 - deaths  # rounds that began stale but alive
-        return server.auth_calls["validate"], server.auth_calls["login"], stale, deaths
+        events = rounds - 1  # every round after the first begins stale or dead
+        return server.auth_calls["validate"], server.auth_calls["login"], events, deaths
 
 
 def stale_check_us(store: SessionStore, reps: int) -> tuple[float, float]:
@@ -181,15 +181,16 @@ def main() -> None:
         if redis_server is not None:
             specs.append(("RedisStore", ("redis", redis_server.port, "bench:fleet")))
         try:
-            v0, l0, stale, deaths = fleet(None, rounds, 4)
+            v0, l0, events, deaths = fleet(None, rounds, 4)
             for name, spec in specs:
-                v, logins, stale, deaths = fleet(spec, rounds, 4)
+                v, logins, events, deaths = fleet(spec, rounds, 4)
                 row(
-                    f"/auth validations, 4 processes x 8 threads, {stale} stale rounds ({name})",
+                    f"/auth validations, 4 processes x 8 threads, {events} stale or dead "
+                    f"rounds ({name})",
                     f"no store {v0}",
                     f"{v}",
-                    f"goal {stale} (1 per stale round)",
-                    v <= stale,
+                    f"goal {events} (1 per round)",
+                    v <= events,
                 )
                 row(
                     f"logins, {deaths} revocations ({name})",

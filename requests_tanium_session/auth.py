@@ -238,6 +238,7 @@ class TaniumSessionAuth(Closing, AuthBase):
         """State that is rebuilt after unpickling: locks, the bound hook, prefixes."""
         sid = self._sid
         self._state = sid.state
+        self._fresh = self._state.fresh  # bound once: the hot path calls it per request
         self._flights = sid.flights
         self._matches = OriginMatcher(sid.http_client.origin)
         self._prefixes = self._matches.prefixes
@@ -351,7 +352,7 @@ class TaniumSessionAuth(Closing, AuthBase):
             return r  # a login made from inside refresh() or on_token_update()
         if self._gate:
             self._check_server()
-        r.headers[HEADER] = self._state.fresh() or self._current_token()
+        r.headers[HEADER] = self._fresh() or self._current_token()
         r.hooks["response"].append(self._hook)
         return r
 
@@ -494,7 +495,7 @@ class TaniumSessionAuth(Closing, AuthBase):
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        for key in ("_gate_lock", "_hook", "on_token_update", "_state", "_flights"):
+        for key in ("_gate_lock", "_hook", "on_token_update", "_state", "_fresh", "_flights"):
             state.pop(key, None)
         if isinstance(state.get("refresh"), CredentialLogin):
             state["refresh"] = None  # credentials stay in this process

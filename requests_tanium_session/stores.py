@@ -205,9 +205,9 @@ class FileStore(SessionStore):
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)  # atomic: readers see the old or the new record
+            # Atomic: readers see the old record or the new one. No fsync: a record lost
+            # to a machine crash costs one validation, not a session.
+            os.replace(tmp, self.path)
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
