@@ -55,6 +55,7 @@ from .protocol import (
     login_headers,
     logout_call,
     recovery_failure,
+    refreshed_token,
     validate_call,
     verdict_error,
 )
@@ -784,7 +785,7 @@ class TaniumAuth(httpx.Auth):
             value = yield from self._login(self.refresh)
         else:
             value = yield _REFRESH
-        new = self._checked(value)
+        new = refreshed_token(value, self.url, self._state.dead)
         if self._state.adopt(new):
             self._notify(new, flights)
         return new
@@ -797,22 +798,6 @@ class TaniumAuth(httpx.Auth):
         if verdict.kind is not Kind.OK:
             raise verdict_error(call, str(response.url), verdict, "no session was made")
         return verdict.token
-
-    def _checked(self, value: object) -> str:
-        failed: Optional[str] = None
-        try:
-            new = check_token(value, "the session returned by refresh()")
-        except (TypeError, ValueError) as exc:
-            failed = str(exc)
-        if failed is not None:
-            raise LoginError(
-                f"refresh of the session for {self.url} returned a bad value: {failed}"
-            )
-        if new in self._state.dead:
-            raise LoginError(
-                f"refresh of the session for {self.url} returned the session that was just rejected"
-            )
-        return new
 
     def _check_server(self) -> _Flow:
         if self._gate_error is None:

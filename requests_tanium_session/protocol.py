@@ -13,7 +13,7 @@ import enum
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Optional
 
@@ -52,6 +52,7 @@ __all__ = [
     "logout_call",
     "recovery_failure",
     "redact_headers",
+    "refreshed_token",
     "uid_of",
     "validate_call",
     "verdict_error",
@@ -403,3 +404,24 @@ def recovery_failure(
             return None
         return type(exc)(f"{cause} and the session cannot be refreshed: {exc}", response=response)
     return LoginError(f"{cause} and the session could not be checked: {exc}", response=response)
+
+
+def refreshed_token(value: object, url: str, dead: Collection[str]) -> str:
+    """The session ``refresh()`` returned, as a plain ``str``.
+
+    Raises ``LoginError`` (never showing the value) when it is malformed or is one of
+    the ``dead`` tokens: a refresh that hands back the session just rejected would
+    loop forever.
+    """
+    failed: Optional[str] = None
+    try:
+        new = check_token(value, "the session returned by refresh()")
+    except (TypeError, ValueError) as exc:
+        failed = str(exc)
+    if failed is not None:
+        raise LoginError(f"refresh of the session for {url} returned a bad value: {failed}")
+    if new in dead:
+        raise LoginError(
+            f"refresh of the session for {url} returned the session that was just rejected"
+        )
+    return new

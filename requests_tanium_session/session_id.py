@@ -52,6 +52,7 @@ from .protocol import (
     login_call,
     login_headers,
     logout_call,
+    refreshed_token,
     uid_of,
     validate_call,
     verdict_error,
@@ -536,7 +537,6 @@ class SessionId:
     def _renew_once(self, provider: Callable[[], str], cause: str) -> str:
         """Call ``provider`` (marked as a callback) and adopt what it returns."""
         log.info("refreshing the session for %s (cause: %s)", self.url, cause)
-        failed: Optional[str] = None
         with self._flights.callback():
             try:
                 value = provider()
@@ -546,19 +546,7 @@ class SessionId:
                 raise LoginError(
                     f"refresh of the session for {self.url} failed: {type(exc).__name__}"
                 ) from exc
-        try:
-            new = check_token(value, "the session returned by refresh()")
-        except (TypeError, ValueError) as exc:
-            failed = str(exc)
-        if failed is not None:
-            raise LoginError(
-                f"refresh of the session for {self.url} returned a bad value: {failed}"
-            )
-        if new in self._state.dead:
-            raise LoginError(
-                f"refresh of the session for {self.url} returned the session that was just rejected"
-            )
-        return self.adopt(new)
+        return self.adopt(refreshed_token(value, self.url, self._state.dead))
 
     def _validate_and_publish(self, cause: str, seq: int) -> str:
         """An explicit ``validate()``: always the server, then the answer for the fleet."""
