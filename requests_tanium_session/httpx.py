@@ -38,6 +38,7 @@ from .exceptions import (
 )
 from .http_client import DEFAULT_PORTS, OriginMatcher, origin_name, parse_base_url
 from .protocol import (
+    AUTH_PATH,
     DEFAULT_EXPIRES_AFTER,
     DEFAULT_LOGIN_TIMEOUT,
     DEFAULT_LOGOUT_TIMEOUT,
@@ -621,7 +622,9 @@ class TaniumAuth(httpx.Auth):
                 kept = state.current
                 if kept is None:
                     raise
-                log.warning("/auth at %s is unavailable; sending with the kept session", self.url)
+                log.warning(
+                    "%s at %s is unavailable; sending with the kept session", AUTH_PATH, self.url
+                )
                 return kept
             except (InvalidToken, NotLoggedInError):
                 if self.refresh is None:
