@@ -535,6 +535,9 @@ class TaniumSession(requests.Session):
         **auth_kwargs: passed to :class:`TaniumSessionAuth`.
     """
 
+    #: What pickling keeps: requests' own attributes, the base URL and who owns the auth.
+    __attrs__ = [*requests.Session.__attrs__, "base_url", "_owns_auth"]  # noqa: RUF012
+
     def __init__(
         self,
         url: Optional[str] = None,

@@ -357,6 +357,19 @@ def test_tanium_session_joins_relative_urls_and_builds_from_credentials(
         TaniumSession(server.url, auth=TaniumSessionAuth(server.url, server.new_session()))
 
 
+def test_tanium_session_pickles_without_the_token(server: TaniumServer) -> None:
+    with TaniumSession(server.url, server.new_session()) as s:
+        token = s.auth.session_id.state.current
+        assert token
+        data = pickle.dumps(s)
+        assert token.encode() not in data
+        clone = pickle.loads(data)
+        assert clone.base_url == server.url and not clone.auth.session_id.logged_in
+        clone.auth.token = server.new_session()
+        assert clone.get("/api/v2/sensors").status_code == 200
+        clone.close()
+
+
 # -- 6 and 7. wrong answers ---------------------------------------------------------------
 
 
