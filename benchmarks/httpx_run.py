@@ -22,7 +22,7 @@ from collections.abc import Generator
 from typing import Any
 
 import httpx
-from run import server_process  # type: ignore[import-not-found]
+from run import print_table, server_process  # type: ignore[import-not-found]
 
 from requests_tanium_session.httpx import TaniumAuth
 from requests_tanium_session.testing import TaniumServer
@@ -248,10 +248,7 @@ def main() -> None:
         f"httpx {httpx.__version__} · command: python benchmarks/httpx_run.py"
         f"{' --quick' if q else ''}\n"
     )
-    head = ("figure", "baseline (same run)", "ours", "ratio / goal", "met")
-    widths = [max(len(x[i]) for x in [head, *rows]) for i in range(5)]
-    for line in [head, tuple("-" * w for w in widths), *rows]:
-        print("| " + " | ".join(c.ljust(w) for c, w in zip(line, widths)) + " |")
+    print_table(("figure", "baseline (same run)", "ours", "ratio / goal", "met"), rows)
 
 
 if __name__ == "__main__":

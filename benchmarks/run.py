@@ -351,9 +351,13 @@ def main() -> None:
     print(
         f"requests {requests.__version__} · command: python benchmarks/run.py{' --quick' if q else ''}\n"
     )
-    header = ("figure", "baseline (same run)", "ours", "ratio / goal", "met")
-    widths = [max(len(str(x[i])) for x in [header, *rows]) for i in range(5)]
-    for line in [header, tuple("-" * w for w in widths), *rows]:
+    print_table(("figure", "baseline (same run)", "ours", "ratio / goal", "met"), rows)
+
+
+def print_table(head: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    """A Markdown table, columns padded (shared by every benchmark script here)."""
+    widths = [max(len(str(x[i])) for x in [head, *rows]) for i in range(len(head))]
+    for line in [head, tuple("-" * w for w in widths), *rows]:
         print("| " + " | ".join(str(c).ljust(w) for c, w in zip(line, widths)) + " |")
 
 

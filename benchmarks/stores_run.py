@@ -29,6 +29,7 @@ from typing import Any, Optional
 
 import requests
 from requests.auth import HTTPBasicAuth
+from run import print_table  # type: ignore[import-not-found]
 
 from requests_tanium_session import FileStore, RedisStore, SessionStore, TaniumSessionAuth
 from requests_tanium_session.stores import Fleet
@@ -223,10 +224,7 @@ def main() -> None:
         f"\n{datetime.date.today()} · Python {platform.python_version()} · "
         f"{os.cpu_count()} CPUs · command: python benchmarks/stores_run.py{' --quick' if q else ''}\n"
     )
-    head = ("figure", "baseline (same run)", "ours", "goal", "met")
-    widths = [max(len(x[i]) for x in [head, *rows]) for i in range(5)]
-    for line in [head, tuple("-" * w for w in widths), *rows]:
-        print("| " + " | ".join(c.ljust(w) for c, w in zip(line, widths)) + " |")
+    print_table(("figure", "baseline (same run)", "ours", "goal", "met"), rows)
 
 
 if __name__ == "__main__":

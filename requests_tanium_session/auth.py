@@ -288,7 +288,8 @@ class TaniumSessionAuth(Closing, AuthBase):
         try:
             login = CredentialLogin(client, username, password, domain, secondary)
             fresh_for = kwargs.get("revalidate_after", DEFAULT_REVALIDATE_AFTER)
-            session = login.first_session(timeout, kwargs.get("store"), fresh_for)
+            ttl = kwargs.get("expires_after", DEFAULT_EXPIRES_AFTER)
+            session = login.first_session(timeout, kwargs.get("store"), fresh_for, ttl)
             auth = cls(session=session, http_client=client, refresh=login, **kwargs)
         except BaseException:
             if owns:

@@ -51,7 +51,6 @@ __all__ = [
     "login_call",
     "logout_call",
     "recovery_failure",
-    "redact_headers",
     "refreshed_token",
     "uid_of",
     "validate_call",
@@ -265,11 +264,6 @@ def logout_call(token: str, every: bool = False) -> Call:
 def console_call() -> Call:
     """Read ``/config/console.json`` (no auth)."""
     return Call("GET", CONSOLE_PATH, limit=MAX_CONSOLE_BYTES, api=True)
-
-
-def redact_headers(headers: Mapping[str, str]) -> dict[str, str]:
-    """A copy of ``headers`` with every secret value replaced."""
-    return {k: REDACTED if k.lower() in SECRET_HEADERS else v for k, v in headers.items()}
 
 
 # -- how to judge an answer ----------------------------------------------------------

@@ -117,13 +117,19 @@ class CredentialLogin:
             return verdict.token
         raise verdict_error(call, answer.url, verdict, "no session was made", answer.response)
 
-    def first_session(self, timeout: float, store: Optional[SessionStore], fresh_for: float) -> str:
+    def first_session(
+        self,
+        timeout: float,
+        store: Optional[SessionStore],
+        fresh_for: float,
+        ttl: float = DEFAULT_EXPIRES_AFTER,
+    ) -> str:
         """The session to start with: a record fresh for ``fresh_for`` seconds in
         ``store``, else a login (under the fleet lock, published), so a fleet that starts
         together logs in once."""
         if store is None:
             return self.login(timeout)
-        fleet = Fleet(store, origin_name(self._client.origin), 2 * timeout + 2, 300)
+        fleet = Fleet(store, origin_name(self._client.origin), 2 * timeout + 2, ttl)
 
         def fresh(record: Optional[Record]) -> Optional[str]:
             found = adoptable(
