@@ -22,10 +22,13 @@ __all__ = ["AsyncFlights"]
 
 
 class _AsyncFlight:
-    __slots__ = ("deadline", "done", "error", "result", "seq")
+    __slots__ = ("deadline", "done", "error", "result", "seq", "timeout_error")
 
-    def __init__(self, seq: int, deadline: float) -> None:
+    def __init__(
+        self, seq: int, deadline: float, timeout_error: Callable[[str], Exception]
+    ) -> None:
         self.seq = seq
+        self.timeout_error = timeout_error
         self.deadline = deadline
         self.done = asyncio.Event()
         self.result: Optional[str] = None
@@ -36,7 +39,7 @@ class _AsyncFlight:
         try:
             await asyncio.wait_for(self.done.wait(), max(0.0, self.deadline - monotonic()))
         except asyncio.TimeoutError:
-            raise ReadTimeout(f"gave up waiting for another task's {what}") from None
+            raise self.timeout_error(f"gave up waiting for another task's {what}") from None
 
     async def outcome(self, what: str) -> str:
         await self.finished(what)
@@ -53,8 +56,12 @@ class _AsyncFlight:
 class AsyncFlights:
     """Numbered single flights among asyncio tasks, guarded by ``lock`` for threads."""
 
-    def __init__(self, lock: threading.Lock) -> None:
+    def __init__(
+        self, lock: threading.Lock, timeout_error: Callable[[str], Exception] = ReadTimeout
+    ) -> None:
         self.lock = lock
+        #: What a waiter raises at the deadline: the front-end's own timeout type.
+        self.timeout_error = timeout_error
         self.started = 0
         self._running: dict[str, _AsyncFlight] = {}
         self._in_callback: contextvars.ContextVar[bool] = contextvars.ContextVar(
@@ -81,7 +88,7 @@ class AsyncFlights:
                 flight = self._running.get(kind)
                 if flight is None:
                     self.started += 1
-                    flight = _AsyncFlight(self.started, monotonic() + timeout)
+                    flight = _AsyncFlight(self.started, monotonic() + timeout, self.timeout_error)
                     self._running[kind] = flight
                     return flight
             if after is None or flight.seq > after:

@@ -21,10 +21,13 @@ __all__ = ["Flights"]
 
 
 class _Flight:
-    __slots__ = ("deadline", "done", "error", "result", "seq")
+    __slots__ = ("deadline", "done", "error", "result", "seq", "timeout_error")
 
-    def __init__(self, seq: int, deadline: float) -> None:
+    def __init__(
+        self, seq: int, deadline: float, timeout_error: Callable[[str], Exception]
+    ) -> None:
         self.seq = seq
+        self.timeout_error = timeout_error
         self.deadline = deadline
         self.done = threading.Event()
         self.result: Optional[str] = None
@@ -33,7 +36,7 @@ class _Flight:
     def finished(self, what: str) -> bool:
         """Wait until the flight ends or its deadline passes (then ``ReadTimeout``)."""
         if not self.done.wait(max(0.0, self.deadline - monotonic())):
-            raise ReadTimeout(f"gave up waiting for another thread's {what}")
+            raise self.timeout_error(f"gave up waiting for another thread's {what}")
         return True
 
     def outcome(self, what: str) -> str:
@@ -51,8 +54,12 @@ class _Flight:
 class Flights:
     """Numbered single flights guarded by ``lock`` (shared with the state they change)."""
 
-    def __init__(self, lock: threading.Lock) -> None:
+    def __init__(
+        self, lock: threading.Lock, timeout_error: Callable[[str], Exception] = ReadTimeout
+    ) -> None:
         self.lock = lock
+        #: What a waiter raises at the deadline: the front-end's own timeout type.
+        self.timeout_error = timeout_error
         self.started = 0  # flights started so far
         self._running: dict[str, _Flight] = {}
         self._local = threading.local()
@@ -83,7 +90,9 @@ class Flights:
                 flight = self._running.get(kind)
                 if flight is None:
                     self.started += 1
-                    flight = self._running[kind] = _Flight(self.started, monotonic() + timeout)
+                    flight = self._running[kind] = _Flight(
+                        self.started, monotonic() + timeout, self.timeout_error
+                    )
                     return flight
             if after is None or flight.seq > after:
                 return flight.outcome(kind)

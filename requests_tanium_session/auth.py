@@ -6,7 +6,6 @@ import contextlib
 import logging
 import os
 import re
-import threading
 import warnings
 from collections.abc import Callable, Collection, Mapping
 from typing import Any, Optional, Union
@@ -18,16 +17,8 @@ from requests.cookies import extract_cookies_to_jar
 from requests.utils import requote_uri, rewind_body
 from urllib3.exceptions import InsecureRequestWarning
 
-from .exceptions import (
-    AuthServiceUnavailable,
-    InvalidToken,
-    LoginError,
-    NotLoggedInError,
-    VersionMismatchError,
-)
 from .http_client import Closing, HttpClient, OriginMatcher
 from .protocol import (
-    AUTH_PATH,
     DEFAULT_EXPIRES_AFTER,
     DEFAULT_LOGIN_TIMEOUT,
     DEFAULT_LOGOUT_TIMEOUT,
@@ -38,11 +29,10 @@ from .protocol import (
     HEADER,
     Default,
     check_seconds,
-    recovery_failure,
 )
 from .session_id import CredentialLogin, SessionId
 from .stores import SessionStore
-from .versions import check_specifier, parse_specifier, version_gate
+from .versions import SpecCheck, parse_specifier, read_version, unreadable
 
 __all__ = ["TaniumSession", "TaniumSessionAuth"]
 
@@ -121,7 +111,9 @@ class TaniumSessionAuth(Closing, AuthBase):
         cert: a client certificate for ``/auth`` calls.
         proxies: proxies for ``/auth`` calls.
         allow_http: allow ``http://`` for a host that is not loopback.
-        ver_check: run ``SessionId``'s version check at construction.
+        ver_check: deprecated: the ``SessionId`` this class builds has no version
+            requirement, so it checks nothing (``True`` warns); use
+            ``requires_server``.
         requires_server: a version specifier (``">=7.3,<8"``) checked at the first
             request.
         store: a :class:`~requests_tanium_session.stores.SessionStore` shared with
@@ -150,7 +142,7 @@ class TaniumSessionAuth(Closing, AuthBase):
         cert: Union[str, tuple[str, str], None] = None,
         proxies: Optional[Mapping[str, str]] = None,
         allow_http: bool = False,
-        ver_check: bool = True,
+        ver_check: Optional[bool] = None,
         requires_server: Optional[str] = None,
         store: Optional[SessionStore] = None,
     ) -> None:
@@ -162,6 +154,13 @@ class TaniumSessionAuth(Closing, AuthBase):
         if not all(isinstance(c, int) and 400 <= c < 600 for c in codes):
             raise ValueError("refresh_status_codes must be HTTP error statuses (400-599)")
         requires = parse_specifier(requires_server) if requires_server is not None else None
+        if ver_check:
+            warnings.warn(
+                "ver_check checks nothing on TaniumSessionAuth (its SessionId has no version "
+                'requirement): use requires_server=">=7.3" to check the server',
+                DeprecationWarning,
+                stacklevel=2,
+            )
         transport = verify is not True or cert is not None or proxies is not None or allow_http
         if transport and (http_client is not None or session_id is not None):
             raise ValueError(
@@ -210,7 +209,7 @@ class TaniumSessionAuth(Closing, AuthBase):
                     login_timeout=login_timeout,
                     logout_timeout=logout_timeout,
                     expires_after=expires_after,
-                    ver_check=ver_check,
+                    ver_check=ver_check is not False,
                 )
             except BaseException:
                 if self._owns_client:
@@ -243,9 +242,10 @@ class TaniumSessionAuth(Closing, AuthBase):
         self._matches = OriginMatcher(sid.http_client.origin)
         self._prefixes = self._matches.prefixes
         self._hook = self.handle_response
-        self._gate_lock = threading.Lock()
-        self._gate = self._requires is not None  # a server requirement is still unchecked
-        self._gate_error: Optional[str] = None
+        self._policy = sid.policy
+        if self._requires is not None:
+            self._policy.require(SpecCheck(self._requires, sid.url))
+        self._gate = self._policy.gate  # a server requirement is unchecked or unmet
         sid.on_token_update = self._token_updated
 
     # -- construction helpers -----------------------------------------------------
@@ -358,36 +358,18 @@ class TaniumSessionAuth(Closing, AuthBase):
         return r
 
     def _current_token(self) -> str:
-        sid = self._sid
-        try:
-            return sid.current(self.refresh)
-        except AuthServiceUnavailable:
-            kept = self._state.current
-            if kept is None:
-                raise
-            log.warning(
-                "%s at %s is unavailable; sending with the kept session", AUTH_PATH, sid.url
-            )
-            return kept
-        except (InvalidToken, NotLoggedInError):
-            if self.refresh is None:
-                raise
-        return sid.renew(self.refresh, "the session is dead")
+        token: str = self._sid._run(self._policy.current(self._flights, self.refresh))
+        return token
 
     def _check_server(self) -> None:
-        with self._gate_lock:
-            if self._gate and self._gate_error is None:
-                assert self._requires is not None
-                sid = self._sid
-                check = _SpecCheck(self._requires, sid.url)
-                try:
-                    version_gate(sid.http_client, check, timeout=sid.login_timeout)
-                except VersionMismatchError as exc:
-                    self._gate_error = str(exc)
-                if self._gate_error is None:
-                    self._gate = False
-        if self._gate_error is not None:
-            raise VersionMismatchError(self._gate_error)
+        policy = self._policy
+        try:
+            self._sid._run(policy.check_server(self._flights, read_version, self._unreadable))
+        finally:
+            self._gate = policy.gate
+
+    def _unreadable(self, exc: BaseException) -> None:
+        unreadable(self._sid.url, exc, stacklevel=8)
 
     # -- the response path ----------------------------------------------------
 
@@ -428,27 +410,11 @@ class TaniumSessionAuth(Closing, AuthBase):
         Returns the token to resend with, or None when the answer stands (a
         permission answer). Raises when the session cannot be recovered.
         """
-        sid = self._sid
-        after = sid.checks_started  # only a check begun after this answer can judge it
-        current = self._state.current
-        if current is not None and current != sent:
-            log.debug("%s from %s: session replaced meanwhile; resending", r.status_code, r.url)
-            return current
+        after = self._flights.started  # only a check begun after this answer can judge it
         cause = f"{r.request.method} {r.url} answered {r.status_code}"
-        try:
-            new = sid.recheck(sent, after, cause, self.refresh)
-        except (LoginError, AuthServiceUnavailable) as exc:
-            failure = recovery_failure(exc, cause, r, self.refresh is not None)
-            if failure is not None:
-                raise failure from exc
-            new = ""  # dead: renew below
-        if not new:
-            assert self.refresh is not None
-            return sid.renew(self.refresh, cause)
-        if new != sent:
-            return new
-        log.debug("%s: the session is alive, so this is a permission answer", cause)
-        return None
+        flow = self._policy.recover(self._flights, sent, cause, r, self.refresh, after)
+        new: Optional[str] = self._sid._run(flow)
+        return new
 
     def _resend(
         self, r: requests.Response, token: str, kwargs: dict[str, Any]
@@ -496,7 +462,7 @@ class TaniumSessionAuth(Closing, AuthBase):
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        for key in ("_gate_lock", "_hook", "on_token_update", "_state", "_fresh", "_flights"):
+        for key in ("_policy", "_hook", "on_token_update", "_state", "_fresh", "_flights"):
             state.pop(key, None)
         if isinstance(state.get("refresh"), CredentialLogin):
             state["refresh"] = None  # credentials stay in this process
@@ -506,19 +472,6 @@ class TaniumSessionAuth(Closing, AuthBase):
         self.__dict__.update(state)
         self.on_token_update = None
         self._init_runtime()
-
-
-class _SpecCheck:
-    """``requires_server``: a version check for :func:`version_gate`."""
-
-    __slots__ = ("spec", "src")
-
-    def __init__(self, spec: Any, src: str) -> None:
-        self.spec = spec
-        self.src = src
-
-    def __call__(self, version: Any) -> None:
-        check_specifier(version, self.spec, src=self.src)
 
 
 class TaniumSession(requests.Session):

@@ -13,17 +13,11 @@ import enum
 import json
 import math
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Optional
 
-from .exceptions import (
-    AuthServiceUnavailable,
-    InvalidToken,
-    LoginError,
-    NotLoggedInError,
-    TaniumAuthError,
-)
+from .exceptions import AuthServiceUnavailable, InvalidToken, LoginError, TaniumAuthError
 
 __all__ = [
     "API_TOKEN_PREFIX",
@@ -50,8 +44,6 @@ __all__ = [
     "judge_version",
     "login_call",
     "logout_call",
-    "recovery_failure",
-    "refreshed_token",
     "uid_of",
     "validate_call",
     "verdict_error",
@@ -379,43 +371,3 @@ def verdict_error(
     if verdict.kind is Kind.REJECTED:
         return InvalidToken(what, response=response)
     return LoginError(f"{what}; {kept}", response=response)
-
-
-def recovery_failure(
-    exc: TaniumAuthError, cause: str, response: Any, can_refresh: bool
-) -> Optional[TaniumAuthError]:
-    """What a 401/403 recovery raises when checking the session failed with ``exc``;
-    None when the session is dead and ``refresh`` may renew it.
-
-    The new exception carries the 401/403 as ``.response`` and says what happened.
-    """
-    if isinstance(exc, AuthServiceUnavailable):
-        return AuthServiceUnavailable(
-            f"{cause} and the session could not be checked: {exc}", response=response
-        )
-    if isinstance(exc, (InvalidToken, NotLoggedInError)):
-        if can_refresh:
-            return None
-        return type(exc)(f"{cause} and the session cannot be refreshed: {exc}", response=response)
-    return LoginError(f"{cause} and the session could not be checked: {exc}", response=response)
-
-
-def refreshed_token(value: object, url: str, dead: Collection[str]) -> str:
-    """The session ``refresh()`` returned, as a plain ``str``.
-
-    Raises ``LoginError`` (never showing the value) when it is malformed or is one of
-    the ``dead`` tokens: a refresh that hands back the session just rejected would
-    loop forever.
-    """
-    failed: Optional[str] = None
-    try:
-        new = check_token(value, "the session returned by refresh()")
-    except (TypeError, ValueError) as exc:
-        failed = str(exc)
-    if failed is not None:
-        raise LoginError(f"refresh of the session for {url} returned a bad value: {failed}")
-    if new in dead:
-        raise LoginError(
-            f"refresh of the session for {url} returned the session that was just rejected"
-        )
-    return new

@@ -27,49 +27,27 @@ from typing import Any, ClassVar, Optional, Union
 
 import requests
 
+from ._drive import run
 from ._flight import Flights
-from .exceptions import (
-    InvalidToken,
-    LoginError,
-    LogoutError,
-    NotLoggedInError,
-    TaniumAuthError,
-)
-from .http_client import Answer, HttpClient, origin_name
+from ._policy import Credentials, Policy, first_session, login
+from .http_client import HttpClient, origin_name
 from .protocol import (
     DEFAULT_EXPIRES_AFTER,
     DEFAULT_LOGIN_TIMEOUT,
     DEFAULT_LOGOUT_TIMEOUT,
     HEADER,
-    Call,
-    Kind,
-    Verdict,
     check_seconds,
     check_token,
     is_api_token,
-    judge_logout,
-    judge_token,
-    login_call,
     login_headers,
-    logout_call,
-    refreshed_token,
-    uid_of,
-    validate_call,
-    verdict_error,
 )
 from .state import TokenState
-from .stores import Fleet, Record, SessionStore, adoptable, take
+from .stores import Fleet, SessionStore
 from .versions import check_requirement, version_gate
 
 __all__ = ["CredentialLogin", "SessionId", "check_token", "is_api_token"]
 
 log = logging.getLogger(__name__)
-
-_REENTRY = (
-    "cannot be validated or refreshed from inside refresh() or on_token_update() "
-    "on the same thread (that would wait for itself); requests from there go out "
-    "without the session header"
-)
 
 
 def _level(lvl: Union[str, int]) -> int:
@@ -82,14 +60,14 @@ def _level(lvl: Union[str, int]) -> int:
     raise ValueError(f"lvl must be a logging level name such as 'info', not {lvl!r}")
 
 
-class CredentialLogin:
+class CredentialLogin(Credentials):
     """A refresh provider that logs in with ``POST /auth`` and base64 credentials.
 
     The password lives only in this object's memory: it is never shown, logged or
     pickled. Each login uses the bound ``SessionId``'s current ``login_timeout``.
     """
 
-    __slots__ = ("_client", "_headers", "_sid")
+    __slots__ = ("_client", "_sid")
 
     def __init__(
         self,
@@ -99,7 +77,7 @@ class CredentialLogin:
         domain: str = "",
         secondary: str = "",
     ) -> None:
-        self._headers = login_headers(username, password, domain, secondary)
+        super().__init__(login_headers(username, password, domain, secondary))
         self._client = client
         self._sid: Optional[SessionId] = None
 
@@ -109,13 +87,8 @@ class CredentialLogin:
 
     def login(self, timeout: float) -> str:
         """Log in once; return the new session id (not adopted anywhere)."""
-        call = login_call(self._headers)
-        answer = self._client.exchange(call, timeout)
-        verdict = judge_token(call, answer.status, answer.body)
-        if verdict.kind is Kind.OK:
-            assert verdict.token is not None
-            return verdict.token
-        raise verdict_error(call, answer.url, verdict, "no session was made", answer.response)
+        token: str = run(login(self.headers, timeout), self._client.exchange, None)
+        return token
 
     def first_session(
         self,
@@ -127,27 +100,12 @@ class CredentialLogin:
         """The session to start with: a record fresh for ``fresh_for`` seconds in
         ``store``, else a login (under the fleet lock, published), so a fleet that starts
         together logs in once."""
-        if store is None:
-            return self.login(timeout)
-        fleet = Fleet(store, origin_name(self._client.origin), 2 * timeout + 2, ttl)
-
-        def fresh(record: Optional[Record]) -> Optional[str]:
-            found = adoptable(
-                record, current=None, got_at=float("inf"), revalidate_after=fresh_for,
-                exclude=(), fresh_only=True,
-            )  # fmt: skip
-            return None if found is None else found.token
-
-        token = fresh(fleet.read())
-        if token is not None:
-            return token
-        with fleet.locked():
-            record = fleet.read()
-            token = fresh(record)
-            if token is None:
-                token = self.login(timeout)
-                fleet.publish(token, record)
-            return token
+        fleet = None
+        if store is not None:
+            fleet = Fleet(store, origin_name(self._client.origin), 2 * timeout + 2, ttl)
+        flow = first_session(self.headers, timeout, fresh_for, fleet is not None)
+        token: str = run(flow, self._client.exchange, None, fleet)
+        return token
 
     def __call__(self) -> str:
         sid = self._sid
@@ -155,9 +113,6 @@ class CredentialLogin:
 
     def __repr__(self) -> str:
         return f"<credential login at {self._client.url}>"
-
-    def __reduce__(self) -> Any:
-        raise TypeError("credentials are never pickled")
 
 
 class SessionId:
@@ -202,12 +157,10 @@ class SessionId:
         if lvl is not None:
             log.setLevel(_level(lvl))
         self._http_client = http_client
+        self._init_state(token)
         self.login_timeout = login_timeout
         self.logout_timeout = logout_timeout
         self.expires_after = expires_after
-        #: Called with the new token whenever the token changes after construction.
-        self.on_token_update: Optional[Callable[[str], None]] = None
-        self._init_state(token)
         if ver_check and any(self.get_version_req().values()):
             check = partial(check_requirement, req=self.get_version_req(), src=http_client.url)
             version_gate(http_client, check, timeout=self.login_timeout)
@@ -216,8 +169,18 @@ class SessionId:
         lock = threading.Lock()
         self._state = TokenState(token, lock)
         self._flights = Flights(lock)
-        self._uid = uid_of(token) if token is not None else None
-        self._fleet: Optional[Fleet] = None
+        self._policy = Policy(
+            self._http_client.url,
+            self._state,
+            login_timeout=float(DEFAULT_LOGIN_TIMEOUT),
+            logout_timeout=float(DEFAULT_LOGOUT_TIMEOUT),
+            expires_after=float(DEFAULT_EXPIRES_AFTER),
+            passthrough=(requests.RequestException,),
+        )
+
+    def _run(self, flow: Any) -> Any:
+        """Drive a policy generator through this object's client, flights and store."""
+        return run(flow, self._http_client.exchange, self._flights, self._policy.fleet)
 
     # -- pytan3 class methods ---------------------------------------------------
 
@@ -276,29 +239,29 @@ class SessionId:
     @property
     def expires_after(self) -> float:
         """Seconds of idleness after which the token counts as expired."""
-        return self._expires_after
+        return self._policy.expires_after
 
     @expires_after.setter
     def expires_after(self, value: float) -> None:
-        self._expires_after = check_seconds("expires_after", value)
+        self._policy.expires_after = check_seconds("expires_after", value)
 
     @property
     def login_timeout(self) -> float:
         """Wall-clock seconds of one validate or login call."""
-        return self._login_timeout
+        return self._policy.login_timeout
 
     @login_timeout.setter
     def login_timeout(self, value: float) -> None:
-        self._login_timeout = check_seconds("login_timeout", value)
+        self._policy.login_timeout = check_seconds("login_timeout", value)
 
     @property
     def logout_timeout(self) -> float:
         """Wall-clock seconds of one logout call."""
-        return self._logout_timeout
+        return self._policy.logout_timeout
 
     @logout_timeout.setter
     def logout_timeout(self, value: float) -> None:
-        self._logout_timeout = check_seconds("logout_timeout", value)
+        self._policy.logout_timeout = check_seconds("logout_timeout", value)
 
     # -- state ----------------------------------------------------------------
 
@@ -309,7 +272,9 @@ class SessionId:
     @property
     def token(self) -> str:
         """The current token, validated first when it has gone stale."""
-        return self._state.fresh() or self._revalidate("stale token")
+        return self._state.fresh() or self._run(
+            self._policy.revalidate(self._flights, "stale token")
+        )
 
     @token.setter
     def token(self, value: str) -> None:
@@ -317,13 +282,7 @@ class SessionId:
 
     def adopt(self, value: object, what: str = "session") -> str:
         """Take ``value`` as the new token, confirmed now (the ``token`` setter)."""
-        new = check_token(value, what)
-        changed = self._state.adopt(new)
-        if changed:
-            self._uid = uid_of(new)
-            log.debug("new session adopted for uid %s at %s", self._uid, self.url)
-            self._notify(new)
-        return new
+        return self._policy.adopt(value, self._flights, what)
 
     @property
     def url(self) -> str:
@@ -339,7 +298,7 @@ class SessionId:
     def expires_in(self) -> Optional[float]:
         """Seconds until the token counts as expired; None without a live token."""
         used = self.last_used
-        return None if used is None else max(0.0, self._expires_after - used)
+        return None if used is None else max(0.0, self._policy.expires_after - used)
 
     @property
     def logged_in(self) -> bool:
@@ -350,12 +309,12 @@ class SessionId:
     def expired(self) -> bool:
         """True without a live token or when ``last_used >= expires_after``."""
         used = self.last_used
-        return used is None or used >= self._expires_after
+        return used is None or used >= self._policy.expires_after
 
     @property
     def uid(self) -> Optional[int]:
         """User id: the first field of a ``uid-counter-hex`` token; None for API tokens."""
-        return self._uid
+        return self._policy.uid
 
     @property
     def token_headers(self) -> dict[str, str]:
@@ -385,28 +344,46 @@ class SessionId:
         """True on a thread running ``refresh()`` or ``on_token_update()`` of this object."""
         return self._flights.in_callback()
 
+    @property
+    def on_token_update(self) -> Optional[Callable[[str], None]]:
+        """Called with the new token whenever the token changes after construction."""
+        return self._policy.on_token_update
+
+    @on_token_update.setter
+    def on_token_update(self, callback: Optional[Callable[[str], None]]) -> None:
+        self._policy.on_token_update = callback
+
+    @property
+    def policy(self) -> Policy:
+        """The decisions about this session, shared with every front-end (no I/O)."""
+        return self._policy
+
     def use_store(self, store: Optional[SessionStore], lease: Optional[float] = None) -> None:
         """Share the session through ``store`` (None: this process alone).
 
         ``lease`` bounds how long a crashed lock holder blocks the fleet (default
         ``2 * login_timeout + 2``).
         """
+        policy = self._policy
         if store is None:
-            self._fleet = None
+            policy.fleet = None
             return
-        lease = 2 * self._login_timeout + 2 if lease is None else check_seconds("lease", lease)
+        lease = policy.lease if lease is None else check_seconds("lease", lease)
         name = origin_name(self._http_client.origin)
-        self._fleet = Fleet(store, name, lease, self._expires_after)
+        policy.fleet = Fleet(store, name, lease, policy.expires_after)
 
     @property
     def store(self) -> Optional[SessionStore]:
         """The session store shared with other processes, or None."""
-        return None if self._fleet is None else self._fleet.store
+        fleet = self._policy.fleet
+        return None if fleet is None else fleet.store
 
     def current(self, provider: Optional[Callable[[], str]] = None) -> str:
         """The token to send: as ``token``, and with a store, a dead session is renewed
         through ``provider`` while the fleet lock is held (one login for the fleet)."""
-        return self._state.fresh() or self._revalidate("stale token", provider)
+        return self._state.fresh() or self._run(
+            self._policy.revalidate(self._flights, "stale token", provider)
+        )
 
     # -- server calls ---------------------------------------------------------
 
@@ -424,10 +401,8 @@ class SessionId:
             requests.RequestException: transport failure, ``ReadTimeout`` at the deadline.
         """
         cause = self._cause(kwargs, "validate")
-        self._no_reentry()
-        if self._state.current is None:
-            raise self._not_logged_in()
-        return self._flight("validate", partial(self._validate_and_publish, cause), None)
+        token: str = self._run(self._policy.validate(self._flights, cause))
+        return token
 
     def login(self, **kwargs: Any) -> str:
         """Validate through ``/auth``; ``LoginError`` when rejected (pytan3-compatible).
@@ -447,28 +422,9 @@ class SessionId:
         answer arrived can tell a dead session from a permission answer). Concurrent
         callers share it. Raises as :meth:`validate`.
         """
-        self._no_reentry()
-        state = self._state
-
-        def done() -> Optional[str]:
-            token = state.current
-            if token is None:
-                raise self._not_logged_in()
-            return token if token != sent or state.ok_seq > after else None
-
-        work = partial(self._check, cause, sent, provider)
-        return self._flight("validate", work, done, after=after)
-
-    def _revalidate(self, cause: str, provider: Optional[Callable[[], str]] = None) -> str:
-        self._no_reentry()
-        state = self._state
-
-        def fresh() -> Optional[str]:
-            if state.current is None:
-                raise self._not_logged_in()
-            return state.fresh()
-
-        return self._flight("validate", partial(self._check, cause, None, provider), fresh)
+        flow = self._policy.recheck(self._flights, sent, after, cause, provider)
+        token: str = self._run(flow)
+        return token
 
     def renew(self, provider: Callable[[], str], cause: str = "refresh") -> str:
         """Adopt a new session from ``provider()`` (single flight; skipped when alive).
@@ -479,26 +435,8 @@ class SessionId:
                 a callback.
             requests.RequestException: as the provider raised it.
         """
-        self._no_reentry()
-        state = self._state
-
-        def alive() -> Optional[str]:
-            return state.current
-
-        def work(seq: int) -> str:
-            fleet = self._fleet
-            if fleet is None:
-                return self._renew_once(provider, cause)
-            with fleet.locked():
-                record = fleet.read()
-                token = self._from_store(record, None, fresh_only=False) or state.current
-                if token is not None:
-                    return token  # another process renewed it (a stale one is checked later)
-                token = self._renew_once(provider, cause)
-                fleet.publish(token, record)
-                return token
-
-        return self._flight("renew", work, alive, timeout=2 * self._login_timeout + 2)
+        token: str = self._run(self._policy.renew(self._flights, provider, cause))
+        return token
 
     def logout(self, **kwargs: Any) -> None:
         """End this session (``logout: 0``); afterwards ``logged_in`` is False.
@@ -507,11 +445,11 @@ class SessionId:
             LogoutError: any answer but 200 (on 5xx/408/429 the token is kept).
             NotLoggedInError: there is no live token.
         """
-        self._logout(False, self._cause(kwargs, "logout"))
+        self._run(self._policy.logout(False, self._cause(kwargs, "logout")))
 
     def logout_all(self, **kwargs: Any) -> None:
         """End every session of this user (``logout: 1``); raises as :meth:`logout`."""
-        self._logout(True, self._cause(kwargs, "logout all"))
+        self._run(self._policy.logout(True, self._cause(kwargs, "logout all")))
 
     # -- internals ------------------------------------------------------------
 
@@ -522,162 +460,13 @@ class SessionId:
             raise TypeError(f"unexpected keyword argument(s): {', '.join(sorted(kwargs))}")
         return str(cause)
 
-    def _not_logged_in(self) -> NotLoggedInError:
-        return NotLoggedInError(f"no live session for {self.url}: {self._state.ended}")
-
-    def _no_reentry(self) -> None:
-        if self._flights.in_callback():
-            raise LoginError(f"the session for {self.url} {_REENTRY}")
-
-    def _flight(
-        self,
-        kind: str,
-        work: Callable[[int], str],
-        done: Optional[Callable[[], Optional[str]]],
-        after: Optional[int] = None,
-        timeout: Optional[float] = None,
-    ) -> str:
-        deadline = self._login_timeout + 1 if timeout is None else timeout
-        return self._flights.run(kind, work, done, deadline, after=after)
-
-    def _renew_once(self, provider: Callable[[], str], cause: str) -> str:
-        """Call ``provider`` (marked as a callback) and adopt what it returns."""
-        log.info("refreshing the session for %s (cause: %s)", self.url, cause)
-        with self._flights.callback():
-            try:
-                value = provider()
-            except requests.RequestException:
-                raise  # LoginError, AuthServiceUnavailable, or a transport error as it is
-            except Exception as exc:
-                raise LoginError(
-                    f"refresh of the session for {self.url} failed: {type(exc).__name__}"
-                ) from exc
-        return self.adopt(refreshed_token(value, self.url, self._state.dead))
-
-    def _validate_and_publish(self, cause: str, seq: int) -> str:
-        """An explicit ``validate()``: always the server, then the answer for the fleet."""
-        token = self._validate_once(cause, seq)
-        fleet = self._fleet
-        if fleet is not None:
-            with fleet.locked():
-                fleet.publish(token, fleet.read())
-        return token
-
-    def _check(
-        self, cause: str, exclude: Optional[str], provider: Optional[Callable[[], str]], seq: int
-    ) -> str:
-        """The work of a validation flight: alone, one ``/auth`` call; with a store, first
-        a fresh or newer record, then under the fleet lock ``/auth`` and, when the session
-        is dead and ``provider`` is given, the refresh too, published for the fleet."""
-        fleet = self._fleet
-        if fleet is None:
-            return self._validate_once(cause, seq)
-        token = self._from_store(fleet.read(), exclude, fresh_only=True)
-        if token is not None:
-            return token
-        with fleet.locked():
-            record = fleet.read()
-            token = self._from_store(record, exclude, fresh_only=False)
-            if token is not None:
-                return token
-            try:
-                token = self._validate_once(cause, seq)
-            except (InvalidToken, NotLoggedInError):
-                if provider is None:
-                    raise
-                token = self._renew_once(provider, cause)
-            fleet.publish(token, record)
-            return token
-
-    def _from_store(
-        self, record: Optional[Record], exclude: Optional[str], fresh_only: bool
-    ) -> Optional[str]:
-        """Adopt the store's token as :func:`~.stores.take` decides; the token to use
-        now, or None when this process must ask the server."""
-        token, changed = take(self._state, record, exclude, fresh_only)
-        if changed:
-            current = self._state.current
-            assert current is not None
-            self._uid = uid_of(current)
-            log.debug("session for uid %s adopted from the session store", self._uid)
-            self._notify(current)
-        return token
-
-    def _validate_once(self, cause: str, seq: int) -> str:
-        state = self._state
-        token = state.current
-        if token is None:
-            raise self._not_logged_in()
-        call = validate_call(token)
-        log.debug(
-            "%s %s for uid %s at %s (cause: %s)", call.method, call.path, self._uid, self.url, cause
-        )
-        answer = self._http_client.exchange(call, self._login_timeout)
-        log.debug("%s %s answered %s", call.method, call.path, answer.status)
-        verdict = judge_token(call, answer.status, answer.body)
-        if verdict.kind is not Kind.OK:
-            raise self._failed(call, answer, verdict, token)
-        assert verdict.token is not None
-        current, changed = state.answered(token, verdict.token, seq)
-        if current is None:
-            raise self._not_logged_in()
-        if changed:
-            self._uid = uid_of(current)
-            log.debug("session for uid %s rotated by the server", self._uid)
-            self._notify(current)
-        return current
-
-    def _failed(self, call: Call, answer: Answer, verdict: Verdict, token: str) -> TaniumAuthError:
-        if verdict.kind is Kind.REJECTED:
-            self._kill(
-                token,
-                f"the server rejected it ({call.method} {call.path} answered {answer.status})",
-            )
-            log.debug("session for uid %s rejected by %s (%s)", self._uid, call.path, answer.status)
-            return verdict_error(
-                call, answer.url, verdict, "the session was dropped", answer.response
-            )
-        log.warning("%s %s at %s %s", call.method, call.path, self.url, verdict.reason)
-        return verdict_error(call, answer.url, verdict, "the session is kept", answer.response)
-
-    def _kill(self, token: str, why: str) -> None:
-        self._state.kill(token, why)
-
-    def _notify(self, token: str) -> None:
-        callback = self.on_token_update
-        if callback is None:
-            return
-        try:
-            with self._flights.callback():
-                callback(token)
-        except Exception as exc:  # a broken callback must not break the session
-            log.warning("on_token_update raised %s; ignored", type(exc).__name__)
-
-    def _logout(self, every: bool, cause: str) -> None:
-        token = self._state.current
-        if token is None:
-            raise self._not_logged_in()
-        call = logout_call(token, every)
-        answer = self._http_client.exchange(call, self._logout_timeout)
-        log.debug("%s %s (%s) answered %s", call.method, call.path, cause, answer.status)
-        verdict = judge_logout(answer.status)
-        if verdict.kind is Kind.OK:
-            self._kill(token, "it was logged out")
-            log.debug("session for uid %s logged out at %s", self._uid, self.url)
-            return
-        what = f"{call.method} {answer.url} {verdict.reason} to a logout"
-        if verdict.kind is Kind.TRANSIENT:
-            raise LogoutError(f"{what}; the session is kept", response=answer.response)
-        self._kill(token, f"logout was refused ({answer.status}) and the session dropped")
-        raise LogoutError(f"{what}; the session was dropped", response=answer.response)
-
     # -- display and pickling -------------------------------------------------
 
     def __repr__(self) -> str:
         used = self.last_used
         left = self.expires_in
         return (
-            f"{type(self).__name__}(url={self.url!r}, uid={self._uid!r}, "
+            f"{type(self).__name__}(url={self.url!r}, uid={self.uid!r}, "
             f"logged_in={self.logged_in!r}, "
             f"last_used={None if used is None else round(used, 1)!r}, "
             f"expires_in={None if left is None else round(left, 1)!r})"
@@ -690,18 +479,17 @@ class SessionId:
     def __getstate__(self) -> dict[str, Any]:
         return {
             "http_client": self._http_client,
-            "login_timeout": self._login_timeout,
-            "logout_timeout": self._logout_timeout,
-            "expires_after": self._expires_after,
+            "login_timeout": self.login_timeout,
+            "logout_timeout": self.logout_timeout,
+            "expires_after": self.expires_after,
             "revalidate_after": self._state.revalidate_after,
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self._http_client = state["http_client"]
-        self._login_timeout = state["login_timeout"]
-        self._logout_timeout = state["logout_timeout"]
-        self._expires_after = state["expires_after"]
-        self.on_token_update = None
         self._init_state(None)
+        self.login_timeout = state["login_timeout"]
+        self.logout_timeout = state["logout_timeout"]
+        self.expires_after = state["expires_after"]
         self._state.revalidate_after = state["revalidate_after"]
         self._state.ended = self._UNPICKLED

@@ -29,25 +29,20 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Collection, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from time import monotonic
 from typing import Any, Optional, Union
 
 from .protocol import MAX_JSON_BYTES, check_token
-from .state import TokenState
 
 __all__ = [
-    "Adoption",
     "FileStore",
     "Fleet",
     "MemoryStore",
     "Record",
     "RedisStore",
     "SessionStore",
-    "adoptable",
-    "take",
 ]
 
 log = logging.getLogger(__name__)
@@ -301,62 +296,6 @@ class RedisStore(SessionStore):
 
     def __repr__(self) -> str:
         return f"RedisStore(key={self.key!r})"
-
-
-@dataclass(frozen=True)
-class Adoption:
-    """What to do with a store's record: take ``token``, confirmed ``age`` seconds ago."""
-
-    token: str = field(repr=False)
-    age: float
-    fresh: bool  # usable now; otherwise adopt it, then validate it
-
-
-def adoptable(
-    record: Optional[Record],
-    *,
-    current: Optional[str],
-    got_at: float,
-    revalidate_after: float,
-    exclude: Collection[Optional[str]],
-    fresh_only: bool,
-) -> Optional[Adoption]:
-    """Whether a process holding ``current`` (got at wall time ``got_at``) takes the
-    record: when it is fresh, or newer than ``current`` (then it is validated first).
-
-    Never a token in ``exclude`` (known dead here, or the one a 401/403 refused).
-    """
-    if record is None or record.token in exclude:
-        return None
-    age = max(0.0, time.time() - record.confirmed_at)
-    fresh = age < revalidate_after
-    if record.token == current:
-        return Adoption(record.token, age, True) if fresh else None
-    if fresh or (not fresh_only and record.confirmed_at > got_at):
-        return Adoption(record.token, age, fresh)
-    return None
-
-
-def take(
-    state: TokenState, record: Optional[Record], exclude: Optional[str], fresh_only: bool
-) -> tuple[Optional[str], bool]:
-    """Adopt ``record`` into ``state`` when :func:`adoptable` says so.
-
-    Returns the token to use now (None: ask the server, about the adopted token when
-    one was adopted) and whether the token changed.
-    """
-    found = adoptable(
-        record,
-        current=state.current,
-        got_at=state.got_at,
-        revalidate_after=state.revalidate_after,
-        exclude=(exclude, *state.dead),
-        fresh_only=fresh_only,
-    )
-    if found is None:
-        return None, False
-    changed = state.adopt(found.token, at=monotonic() - found.age, got_at=time.time() - found.age)
-    return (found.token if found.fresh else None), changed
 
 
 class Fleet:

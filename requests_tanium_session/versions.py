@@ -11,13 +11,16 @@ from typing import TYPE_CHECKING, Optional
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
+from ._drive import run
+from ._policy import server_version
 from .exceptions import GetPlatformVersionWarning, VersionMismatchError
-from .protocol import CONSOLE_PATH, DEFAULT_LOGIN_TIMEOUT, console_call, judge_version
+from .protocol import CONSOLE_PATH, DEFAULT_LOGIN_TIMEOUT, judge_version
 
 if TYPE_CHECKING:
     from .http_client import HttpClient
 
 __all__ = [
+    "SpecCheck",
     "check_requirement",
     "check_specifier",
     "get_server_version",
@@ -48,8 +51,8 @@ def get_server_version(http_client: HttpClient, timeout: float = DEFAULT_LOGIN_T
     Raises ``ValueError`` when the answer carries no readable version and the
     ``requests`` exception on transport failure.
     """
-    answer = http_client.exchange(console_call(), timeout)
-    return read_version(answer.status, answer.body)
+    status, body = run(server_version(timeout), http_client.exchange, None)
+    return read_version(status, body)
 
 
 def unreadable(src: str, exc: BaseException, stacklevel: int = 3) -> None:
@@ -133,3 +136,16 @@ def check_specifier(version: Version, spec: SpecifierSet, src: str = "server") -
     """Raise ``VersionMismatchError`` unless ``version`` satisfies ``spec``."""
     if not spec.contains(version, prereleases=True):
         raise VersionMismatchError(f"{src} has version {version}, outside the requirement {spec}")
+
+
+class SpecCheck:
+    """``requires_server``: a check of a version against a specifier, for the gate."""
+
+    __slots__ = ("spec", "src")
+
+    def __init__(self, spec: SpecifierSet, src: str) -> None:
+        self.spec = spec
+        self.src = src
+
+    def __call__(self, version: Version) -> None:
+        check_specifier(version, self.spec, src=self.src)

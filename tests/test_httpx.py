@@ -215,9 +215,9 @@ def test_async_refresh_in_a_sync_client_is_a_type_error(server: TaniumServer) ->
         client.get(SENSORS)
 
 
-def test_from_credentials_logs_in_lazily_and_once_per_death(server: TaniumServer) -> None:
+def test_from_credentials_logs_in_now_and_once_per_death(server: TaniumServer) -> None:
     auth = TaniumAuth.from_credentials(server.url, USER, PASSWORD)
-    assert auth.token is None and server.count("/auth") == 0
+    assert auth.logged_in and server.auth_calls["login"] == 1
 
     async def burst() -> list[int]:
         async with auth.async_client() as client:
@@ -232,9 +232,9 @@ def test_from_credentials_logs_in_lazily_and_once_per_death(server: TaniumServer
 
 
 def test_from_credentials_refused(server: TaniumServer) -> None:
-    auth = TaniumAuth.from_credentials(server.url, USER, "wrong")
-    with auth.client() as client, pytest.raises(LoginError, match="credentials were refused"):
-        client.get(SENSORS)
+    with pytest.raises(LoginError, match="credentials were refused"):
+        TaniumAuth.from_credentials(server.url, USER, "wrong")
+    auth = TaniumAuth.from_credentials(server.url, USER, PASSWORD)
     with pytest.raises(TypeError):
         pickle.dumps(auth.refresh)
 
@@ -316,13 +316,13 @@ def test_async_client_strips_too(servers: Servers) -> None:
 
 
 def test_tls_sync_and_async(tls_server: TaniumServer, ca_bundle: str) -> None:
-    auth = TaniumAuth(tls_server.url, tls_server.new_session(), revalidate_after=0)
     verify = ssl.create_default_context(cafile=ca_bundle)
-    with auth.client(verify=verify) as client:
+    auth = TaniumAuth(tls_server.url, tls_server.new_session(), revalidate_after=0, verify=verify)
+    with auth.client() as client:  # the auth's verify is the client's default
         assert client.get(SENSORS).status_code == 200
 
     async def main() -> int:
-        async with auth.async_client(verify=verify) as client:
+        async with auth.async_client() as client:
             return (await client.get(SENSORS)).status_code
 
     assert run(main()) == 200

@@ -1,0 +1,728 @@
+"""The policy: every decision about a Tanium session, written once, without I/O.
+
+Each decision is a generator that *yields effects* and receives their results, as
+httpx's ``Auth.auth_flow`` yields requests; the front-ends (:mod:`._drive` for
+``requests`` and httpx) only carry the effects out. This module imports neither
+``requests`` nor ``httpx``, opens no socket and reads no clock but through
+:class:`~.state.TokenState`.
+
+Effects and what the driver sends back:
+
+- :class:`Exchange` ``(call, timeout)``: make one protocol call (no redirects, no
+  environment proxy for loopback, one wall-clock deadline, secrets redacted on
+  anything raised) -> a :class:`Reply`.
+- :class:`Lead` ``(kind, done, timeout, after)``: join or lead the single flight
+  ``kind`` -> a token (``done()`` or a running flight answered) or a flight handle the
+  generator must ``land``.
+- :class:`Refresh` ``(provider)``: call the user's ``refresh`` marked as a callback
+  (awaited when it returns an awaitable, in async drivers) -> what it returned.
+- :class:`StoreOp` ``(op, *args)``: ``read``, ``lock``, ``unlock`` or ``publish`` on the
+  fleet; the driver gives back a lock still held when a generator is closed.
+
+The flights object a driver passes in (``Flights`` or ``AsyncFlights``) is used here
+only for what needs no waiting: ``started``, ``land``, ``callback`` and ``in_callback``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Collection, Generator
+from dataclasses import dataclass, field
+from time import monotonic
+from typing import Any, Optional, Protocol, Union
+
+from .exceptions import (
+    AuthServiceUnavailable,
+    InvalidToken,
+    LoginError,
+    LogoutError,
+    NotLoggedInError,
+    TaniumAuthError,
+    VersionMismatchError,
+)
+from .protocol import (
+    AUTH_PATH,
+    Call,
+    Kind,
+    Verdict,
+    check_token,
+    console_call,
+    judge_logout,
+    judge_token,
+    login_call,
+    logout_call,
+    uid_of,
+    validate_call,
+    verdict_error,
+)
+from .state import TokenState
+
+__all__ = [
+    "Credentials",
+    "Exchange",
+    "Lead",
+    "Policy",
+    "Refresh",
+    "RefreshMisuse",
+    "Reply",
+    "StoreOp",
+    "adoptable",
+    "recovery_failure",
+    "refreshed_token",
+    "take",
+]
+
+log = logging.getLogger("requests_tanium_session.session_id")
+
+_REENTRY = (
+    "cannot be validated or refreshed from inside refresh() or on_token_update() "
+    "on the same thread (that would wait for itself); requests from there go out "
+    "without the session header"
+)
+
+
+# -- effects -----------------------------------------------------------------------
+
+
+class Reply(Protocol):
+    """A finished protocol call as a driver hands it back."""
+
+    @property
+    def status(self) -> int: ...
+
+    @property
+    def body(self) -> Optional[bytes]: ...  # None: longer than the call's limit
+
+    @property
+    def url(self) -> str: ...
+
+    @property
+    def response(self) -> Any: ...  # the front-end's response, secrets redacted
+
+
+class Exchange:
+    """Make ``call`` within ``timeout`` wall-clock seconds; the driver answers a Reply."""
+
+    __slots__ = ("call", "timeout")
+
+    def __init__(self, call: Call, timeout: float) -> None:
+        self.call = call
+        self.timeout = timeout
+
+
+class Lead:
+    """Join or lead the flight ``kind``; waiters give up ``timeout`` after it began."""
+
+    __slots__ = ("after", "done", "kind", "timeout")
+
+    def __init__(
+        self,
+        kind: str,
+        done: Optional[Callable[[], Optional[str]]],
+        timeout: float,
+        after: Optional[int] = None,
+    ) -> None:
+        self.kind = kind
+        self.done = done
+        self.timeout = timeout
+        self.after = after
+
+
+class Refresh:
+    """Call the user's ``refresh`` (marked as a callback); the driver answers its value."""
+
+    __slots__ = ("provider",)
+
+    def __init__(self, provider: Callable[[], Any]) -> None:
+        self.provider = provider
+
+
+class StoreOp:
+    """A fleet operation: ``read``, ``lock``, ``unlock`` or ``publish`` (token, previous)."""
+
+    __slots__ = ("args", "op")
+
+    def __init__(self, op: str, *args: Any) -> None:
+        self.op = op
+        self.args = args
+
+
+_READ = StoreOp("read")
+_LOCK = StoreOp("lock")
+_UNLOCK = StoreOp("unlock")
+
+Effect = Union[Exchange, Lead, Refresh, StoreOp]
+Flow = Generator[Effect, Any, Any]
+
+
+class RefreshMisuse(TypeError):
+    """A ``refresh`` this driver cannot call (a coroutine function in a sync client)."""
+
+
+class Credentials:
+    """Credential login headers: in memory only, never shown or pickled."""
+
+    __slots__ = ("headers",)
+
+    def __init__(self, headers: dict[str, str]) -> None:
+        self.headers = headers
+
+    def __repr__(self) -> str:
+        return "<credentials>"
+
+    def __reduce__(self) -> Any:
+        raise TypeError("credentials are never pickled")
+
+
+Provider = Union[Callable[[], Any], Credentials, None]
+
+
+# -- the store's adoption rule ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Adoption:
+    """What to do with a store's record: take ``token``, confirmed ``age`` seconds ago."""
+
+    token: str = field(repr=False)
+    age: float
+    fresh: bool  # usable now; otherwise adopt it, then validate it
+
+
+def adoptable(
+    record: Any,
+    *,
+    current: Optional[str],
+    got_at: float,
+    revalidate_after: float,
+    exclude: Collection[Optional[str]],
+    fresh_only: bool,
+) -> Optional[Adoption]:
+    """Whether a process holding ``current`` (got at wall time ``got_at``) takes the
+    store's ``record``: when it is fresh, or newer than ``current`` (then it is
+    validated first). Never a token in ``exclude`` (known dead here, or the one a
+    401/403 refused).
+    """
+    if record is None or record.token in exclude:
+        return None
+    age = max(0.0, time.time() - record.confirmed_at)
+    fresh = age < revalidate_after
+    if record.token == current:
+        return Adoption(record.token, age, True) if fresh else None
+    if fresh or (not fresh_only and record.confirmed_at > got_at):
+        return Adoption(record.token, age, fresh)
+    return None
+
+
+def take(
+    state: TokenState, record: Any, exclude: Optional[str], fresh_only: bool
+) -> tuple[Optional[str], bool]:
+    """Adopt ``record`` into ``state`` when :func:`adoptable` says so.
+
+    Returns the token to use now (None: ask the server, about the adopted token when
+    one was adopted) and whether the token changed.
+    """
+    found = adoptable(
+        record,
+        current=state.current,
+        got_at=state.got_at,
+        revalidate_after=state.revalidate_after,
+        exclude=(exclude, *state.dead),
+        fresh_only=fresh_only,
+    )
+    if found is None:
+        return None, False
+    changed = state.adopt(found.token, at=monotonic() - found.age, got_at=time.time() - found.age)
+    return (found.token if found.fresh else None), changed
+
+
+# -- how recoveries end ---------------------------------------------------------------
+
+
+def recovery_failure(
+    exc: TaniumAuthError, cause: str, response: Any, can_refresh: bool
+) -> Optional[TaniumAuthError]:
+    """What a 401/403 recovery raises when checking the session failed with ``exc``;
+    None when the session is dead and ``refresh`` may renew it.
+
+    The new exception carries the 401/403 as ``.response`` and says what happened.
+    """
+    if isinstance(exc, AuthServiceUnavailable):
+        return AuthServiceUnavailable(
+            f"{cause} and the session could not be checked: {exc}", response=response
+        )
+    if isinstance(exc, (InvalidToken, NotLoggedInError)):
+        if can_refresh:
+            return None
+        return type(exc)(f"{cause} and the session cannot be refreshed: {exc}", response=response)
+    return LoginError(f"{cause} and the session could not be checked: {exc}", response=response)
+
+
+def refreshed_token(value: object, url: str, dead: Collection[str]) -> str:
+    """The session ``refresh()`` returned, as a plain ``str``.
+
+    Raises ``LoginError`` (never showing the value) when it is malformed or is one of
+    the ``dead`` tokens: a refresh that hands back the session just rejected would
+    loop forever.
+    """
+    failed: Optional[str] = None
+    try:
+        new = check_token(value, "the session returned by refresh()")
+    except (TypeError, ValueError) as exc:
+        failed = str(exc)
+    if failed is not None:
+        raise LoginError(f"refresh of the session for {url} returned a bad value: {failed}")
+    if new in dead:
+        raise LoginError(
+            f"refresh of the session for {url} returned the session that was just rejected"
+        )
+    return new
+
+
+# -- decisions that need no session -----------------------------------------------
+
+
+def login(headers: dict[str, str], timeout: float) -> Flow:
+    """Log in with credential headers once; the new session id (adopted nowhere)."""
+    call = login_call(headers)
+    reply = yield Exchange(call, timeout)
+    verdict = judge_token(call, reply.status, reply.body)
+    if verdict.kind is not Kind.OK:
+        raise verdict_error(call, reply.url, verdict, "no session was made", reply.response)
+    assert verdict.token is not None
+    return verdict.token
+
+
+def first_session(headers: dict[str, str], timeout: float, fresh_for: float, stored: bool) -> Flow:
+    """The session to start with: with a store (``stored``), a record fresh for
+    ``fresh_for`` seconds, else a login under the fleet lock, published, so a fleet
+    that starts together logs in once; alone, a login."""
+    if not stored:
+        return (yield from login(headers, timeout))
+
+    def fresh(record: Any) -> Optional[str]:
+        found = adoptable(
+            record, current=None, got_at=float("inf"), revalidate_after=fresh_for,
+            exclude=(), fresh_only=True,
+        )  # fmt: skip
+        return None if found is None else found.token
+
+    token = fresh((yield _READ))
+    if token is not None:
+        return token
+    yield _LOCK
+    record = yield _READ
+    token = fresh(record)
+    if token is None:
+        token = yield from login(headers, timeout)
+        yield StoreOp("publish", token, record)
+    yield _UNLOCK
+    return token
+
+
+def server_version(timeout: float) -> Flow:
+    """``(status, body)`` of ``GET /config/console.json``, for a version reader."""
+    reply = yield Exchange(console_call(), timeout)
+    return reply.status, reply.body
+
+
+# -- the policy ------------------------------------------------------------------------
+
+
+class Policy:
+    """The decisions about one Tanium session, shared by every front-end driving it.
+
+    Args:
+        url: the Tanium server's base URL (for messages).
+        state: the token and its clock.
+        passthrough: exception types a ``refresh`` may raise as they are (the
+            front-end's transport errors); anything else becomes ``LoginError``.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        state: TokenState,
+        *,
+        login_timeout: float,
+        logout_timeout: float,
+        expires_after: float,
+        passthrough: tuple[type[BaseException], ...] = (),
+    ) -> None:
+        self.url = url
+        self.state = state
+        self.login_timeout = login_timeout
+        self.logout_timeout = logout_timeout
+        self.expires_after = expires_after
+        self.passthrough: tuple[type[BaseException], ...] = (
+            TaniumAuthError,
+            RefreshMisuse,
+            *passthrough,
+        )
+        self.fleet: Any = None  #: a ``stores.Fleet``, or None: this process alone
+        self.on_token_update: Optional[Callable[[str], None]] = None
+        self.uid = uid_of(state.current) if state.current is not None else None
+        #: ``requires_server``: a check taking a Version (raises VersionMismatchError).
+        self.requirement: Optional[Callable[[Any], None]] = None
+        self.gate = False  #: True while the requirement is unchecked or unmet
+        self.gate_error: Optional[str] = None
+        self._checked = False
+
+    # -- timing rules, each written once ------------------------------------------
+
+    @property
+    def validate_wait(self) -> float:
+        """How long waiters wait for a validation: the call's deadline and a second."""
+        return self.login_timeout + 1
+
+    @property
+    def renew_wait(self) -> float:
+        """How long waiters wait for a renewal: a validation and a login."""
+        return 2 * self.login_timeout + 2
+
+    @property
+    def lease(self) -> float:
+        """How long a crashed fleet-lock holder blocks the fleet: one renewal."""
+        return self.renew_wait
+
+    def require(self, check: Optional[Callable[[Any], None]]) -> None:
+        """Check the server's version with ``check`` at the first request (None: never)."""
+        self.requirement = check
+        self.gate = check is not None
+        self.gate_error = None
+        self._checked = check is None
+
+    # -- state changes without I/O --------------------------------------------------
+
+    def not_logged_in(self) -> NotLoggedInError:
+        """The error for "there is no live token", saying why."""
+        return NotLoggedInError(f"no live session for {self.url}: {self.state.ended}")
+
+    def adopt(self, value: object, fl: Any, what: str = "session") -> str:
+        """Take ``value`` as the token, confirmed now; notify when it changed."""
+        new = check_token(value, what)
+        if self.state.adopt(new):
+            self._changed(new, fl, "adopted")
+        return new
+
+    def start(self, token: str) -> None:
+        """Take the first session (no callback: nothing has changed for the user)."""
+        self.state.adopt(token)
+        self.uid = uid_of(token)
+
+    def no_reentry(self, fl: Any) -> None:
+        """Refuse a validation or refresh asked for from inside a callback."""
+        if fl.in_callback():
+            raise LoginError(f"the session for {self.url} {_REENTRY}")
+
+    def _changed(self, token: str, fl: Any, how: str) -> None:
+        self.uid = uid_of(token)
+        log.debug("session for uid %s %s at %s", self.uid, how, self.url)
+        callback = self.on_token_update
+        if callback is None:
+            return
+        try:
+            with fl.callback():
+                callback(token)
+        except Exception as exc:  # a broken callback must not break the session
+            log.warning("on_token_update raised %s; ignored", type(exc).__name__)
+
+    def _abandoned(self, what: str) -> AuthServiceUnavailable:
+        return AuthServiceUnavailable(
+            f"the {what} for {self.url} was abandoned (its request failed); try again"
+        )
+
+    # -- flights ------------------------------------------------------------------------
+
+    def _flight(
+        self,
+        fl: Any,
+        kind: str,
+        work: Callable[[int], Flow],
+        done: Optional[Callable[[], Optional[str]]],
+        wait: float,
+        after: Optional[int] = None,
+    ) -> Flow:
+        """Lead or join the flight ``kind``; the leader runs ``work(seq)`` and lands it."""
+        got = yield Lead(kind, done, wait, after)
+        if isinstance(got, str):
+            return got
+        try:
+            result = yield from work(got.seq)
+        except GeneratorExit:
+            fl.land(kind, got, error=self._abandoned("login" if kind == "renew" else kind))
+            raise
+        except BaseException as exc:
+            fl.land(kind, got, error=exc)
+            del got  # the traceback keeps this frame: let go of the flight and its error
+            raise
+        fl.land(kind, got, result=result)
+        return result
+
+    # -- decisions ------------------------------------------------------------------------
+
+    def current(self, fl: Any, provider: Provider) -> Flow:
+        """The token to send now: validate when stale, renew through ``provider`` when
+        dead; a validation the server cannot answer (5xx) keeps the token."""
+        state = self.state
+        token = state.fresh()
+        if token is not None:
+            return token
+        try:
+            return (yield from self.revalidate(fl, "stale token", provider))
+        except AuthServiceUnavailable:
+            kept = state.current
+            if kept is None:
+                raise
+            log.warning(
+                "%s at %s is unavailable; sending with the kept session", AUTH_PATH, self.url
+            )
+            return kept
+        except (InvalidToken, NotLoggedInError):
+            if provider is None:
+                raise
+        return (yield from self.renew(fl, provider, "the session is dead"))
+
+    def revalidate(self, fl: Any, cause: str, provider: Provider = None) -> Flow:
+        """The token, validated first when stale (one validation for every caller)."""
+        self.no_reentry(fl)
+        state = self.state
+
+        def fresh() -> Optional[str]:
+            if state.current is None:
+                raise self.not_logged_in()
+            return state.fresh()
+
+        def work(seq: int) -> Flow:
+            return self._check(seq, fl, cause, None, provider)
+
+        return (yield from self._flight(fl, "validate", work, fresh, self.validate_wait))
+
+    def validate(self, fl: Any, cause: str) -> Flow:
+        """An explicit validation: always the server, then its answer for the fleet."""
+        self.no_reentry(fl)
+        if self.state.current is None:
+            raise self.not_logged_in()
+
+        def work(seq: int) -> Flow:
+            token = yield from self._validate_once(seq, fl, cause)
+            if self.fleet is not None:
+                yield _LOCK
+                record = yield _READ
+                yield StoreOp("publish", token, record)
+                yield _UNLOCK
+            return token
+
+        return (yield from self._flight(fl, "validate", work, None, self.validate_wait))
+
+    def recheck(self, fl: Any, sent: str, after: int, cause: str, provider: Provider) -> Flow:
+        """Judge a 401/403 to a request that carried ``sent``: the token to use, from a
+        validation begun after flight ``after`` (or no call when the token changed)."""
+        self.no_reentry(fl)
+        state = self.state
+
+        def done() -> Optional[str]:
+            token = state.current
+            if token is None:
+                raise self.not_logged_in()
+            return token if token != sent or state.ok_seq > after else None
+
+        def work(seq: int) -> Flow:
+            return self._check(seq, fl, cause, sent, provider)
+
+        return (yield from self._flight(fl, "validate", work, done, self.validate_wait, after))
+
+    def recover(
+        self, fl: Any, sent: str, cause: str, response: Any, provider: Provider, after: int
+    ) -> Flow:
+        """What a 401/403 to a request that carried ``sent`` means: the token to resend
+        with, or None when the answer stands (the session is alive: a permission
+        answer). ``after``: ``fl.started`` when the answer arrived."""
+        state = self.state
+        current = state.current
+        if current is not None and current != sent:
+            log.debug("%s: session replaced meanwhile; resending", cause)
+            return current
+        try:
+            new = yield from self.recheck(fl, sent, after, cause, provider)
+        except (LoginError, AuthServiceUnavailable) as exc:
+            failure = recovery_failure(exc, cause, response, provider is not None)
+            if failure is not None:
+                raise failure from exc
+            new = ""  # dead: renew below
+        if not new:
+            assert provider is not None
+            return (yield from self.renew(fl, provider, cause))
+        if new != sent:
+            return new
+        log.debug("%s: the session is alive, so this is a permission answer", cause)
+        return None
+
+    def renew(self, fl: Any, provider: Provider, cause: str = "refresh") -> Flow:
+        """Adopt a new session from ``provider`` (one renewal for every caller; none
+        while a live token is there). With a store, under the fleet lock: a session
+        another process published is taken instead, and a new one is published."""
+        self.no_reentry(fl)
+        assert provider is not None
+        state = self.state
+
+        def work(seq: int) -> Flow:
+            if self.fleet is None:
+                return (yield from self._renewed(fl, provider, cause))
+            yield _LOCK
+            record = yield _READ
+            token = self._from_store(record, None, False, fl) or state.current
+            if token is None:
+                token = yield from self._renewed(fl, provider, cause)
+                yield StoreOp("publish", token, record)
+            yield _UNLOCK
+            return token
+
+        return (yield from self._flight(fl, "renew", work, lambda: state.current, self.renew_wait))
+
+    def login(self, headers: dict[str, str]) -> Flow:
+        """Log in with credential headers once; the new session id (adopted nowhere)."""
+        return (yield from login(headers, self.login_timeout))
+
+    def logout(self, every: bool, cause: str) -> Flow:
+        """End this session (``logout: 0``) or every session of its user (``logout: 1``)."""
+        state = self.state
+        token = state.current
+        if token is None:
+            raise self.not_logged_in()
+        call = logout_call(token, every)
+        reply = yield Exchange(call, self.logout_timeout)
+        log.debug("%s %s (%s) answered %s", call.method, call.path, cause, reply.status)
+        verdict = judge_logout(reply.status)
+        if verdict.kind is Kind.OK:
+            state.kill(token, "it was logged out")
+            log.debug("session for uid %s logged out at %s", self.uid, self.url)
+            return None
+        what = f"{call.method} {reply.url} {verdict.reason}"
+        if verdict.kind is Kind.TRANSIENT:
+            raise LogoutError(f"{what}; the session is kept", response=reply.response)
+        state.kill(token, f"logout was refused ({reply.status}) and the session dropped")
+        raise LogoutError(f"{what}; the session was dropped", response=reply.response)
+
+    def check_server(self, fl: Any, read: Callable[[int, Optional[bytes]], Any],
+                     unreadable: Callable[[BaseException], None]) -> Flow:  # fmt: skip
+        """The ``requires_server`` gate, checked once for every caller: unreadable ->
+        ``unreadable(exc)`` (a warning) and the gate opens; unmet ->
+        ``VersionMismatchError`` now and on every later request."""
+        if not self._checked:
+
+            def done() -> Optional[str]:
+                return "" if self._checked else None
+
+            def work(seq: int) -> Flow:
+                try:
+                    status, body = yield from server_version(self.login_timeout)
+                    version = read(status, body)
+                except GeneratorExit:
+                    raise
+                except Exception as exc:  # not readable: nothing is checked
+                    unreadable(exc)
+                    version = None
+                if version is not None:
+                    assert self.requirement is not None
+                    try:
+                        self.requirement(version)
+                    except VersionMismatchError as exc:
+                        self.gate_error = str(exc)
+                self._checked = True
+                self.gate = self.gate_error is not None
+                return ""
+
+            yield from self._flight(fl, "server", work, done, self.validate_wait)
+        if self.gate_error is not None:
+            raise VersionMismatchError(self.gate_error)
+
+    # -- the steps ----------------------------------------------------------------------
+
+    def _check(
+        self, seq: int, fl: Any, cause: str, exclude: Optional[str], provider: Provider
+    ) -> Flow:
+        """A validation: alone, one server call; with a store, first a fresh or newer
+        record, then under the fleet lock the server and, when the session is dead and
+        ``provider`` is given, the renewal too, published for the fleet."""
+        if self.fleet is None:
+            return (yield from self._validate_once(seq, fl, cause))
+        token = self._from_store((yield _READ), exclude, True, fl)
+        if token is not None:
+            return token
+        yield _LOCK
+        record = yield _READ
+        token = self._from_store(record, exclude, False, fl)
+        if token is None:
+            try:
+                token = yield from self._validate_once(seq, fl, cause)
+            except (InvalidToken, NotLoggedInError):
+                if provider is None:
+                    raise
+                token = yield from self._renewed(fl, provider, cause)
+            yield StoreOp("publish", token, record)
+        yield _UNLOCK
+        return token
+
+    def _from_store(
+        self, record: Any, exclude: Optional[str], fresh_only: bool, fl: Any
+    ) -> Optional[str]:
+        """Adopt the store's token as :func:`take` decides; the token to use now, or
+        None when this process must ask the server."""
+        token, changed = take(self.state, record, exclude, fresh_only)
+        if changed and self.state.current is not None:
+            self._changed(self.state.current, fl, "adopted from the session store")
+        return token
+
+    def _validate_once(self, seq: int, fl: Any, cause: str) -> Flow:
+        state = self.state
+        token = state.current
+        if token is None:
+            raise self.not_logged_in()
+        call = validate_call(token)
+        log.debug("%s %s for uid %s at %s (cause: %s)", call.method, call.path, self.uid,
+                  self.url, cause)  # fmt: skip
+        reply = yield Exchange(call, self.login_timeout)
+        log.debug("%s %s answered %s", call.method, call.path, reply.status)
+        verdict = judge_token(call, reply.status, reply.body)
+        if verdict.kind is not Kind.OK:
+            raise self._failed(call, reply, verdict, token)
+        assert verdict.token is not None
+        current, changed = state.answered(token, verdict.token, seq)
+        if current is None:
+            raise self.not_logged_in()
+        if changed:
+            self._changed(current, fl, "rotated by the server")
+        return current
+
+    def _failed(self, call: Call, reply: Reply, verdict: Verdict, token: str) -> TaniumAuthError:
+        if verdict.kind is Kind.REJECTED:
+            self.state.kill(
+                token, f"the server rejected it ({call.method} {call.path} answered {reply.status})"
+            )
+            log.debug("session for uid %s rejected by %s (%s)", self.uid, call.path, reply.status)
+            return verdict_error(call, reply.url, verdict, "the session was dropped",
+                                 reply.response)  # fmt: skip
+        log.warning("%s %s at %s %s", call.method, call.path, self.url, verdict.reason)
+        return verdict_error(call, reply.url, verdict, "the session is kept", reply.response)
+
+    def _renewed(self, fl: Any, provider: Provider, cause: str) -> Flow:
+        """Log in or call ``refresh`` once, and adopt the new session."""
+        log.info("refreshing the session for %s (cause: %s)", self.url, cause)
+        if isinstance(provider, Credentials):
+            value = yield from self.login(provider.headers)
+        else:
+            assert provider is not None
+            try:
+                value = yield Refresh(provider)
+            except self.passthrough:
+                raise  # LoginError, AuthServiceUnavailable, a transport error: as it is
+            except Exception as exc:
+                raise LoginError(
+                    f"refresh of the session for {self.url} failed: {type(exc).__name__}"
+                ) from exc
+        new = refreshed_token(value, self.url, self.state.dead)
+        if self.state.adopt(new):
+            self._changed(new, fl, "adopted from refresh()")
+        return new
