@@ -312,6 +312,16 @@ class TaniumSessionAuth(Closing, AuthBase):
         return self._sid.http_client
 
     @property
+    def logged_in(self) -> bool:
+        """True while there is a live token (no I/O)."""
+        return self._state.current is not None
+
+    @property
+    def generation(self) -> int:
+        """Counts changes of token (rotation, refresh, setter, death)."""
+        return self._state.generation
+
+    @property
     def store(self) -> Optional[SessionStore]:
         """The session store shared with other processes, or None."""
         return self._sid.store

@@ -552,10 +552,11 @@ class TaniumAuth(httpx.Auth):
         response = yield request
         status = response.status_code
         if 200 <= status < 300:
-            state.confirm(token)
+            if response.url is request.url or self.is_tanium_url(response.url):
+                state.confirm(token)
             return
-        if status not in self.refresh_status_codes:
-            return
+        if status not in self.refresh_status_codes or not self.is_tanium_url(response.url):
+            return  # not a 401/403, or one from another origin after a redirect
         after = flights.started  # only a check begun after this answer can judge it
         _release(response)
         cause = self._cause(request, response)
@@ -565,7 +566,7 @@ class TaniumAuth(httpx.Auth):
             return
         request.headers[HEADER] = new
         again = yield request
-        if 200 <= again.status_code < 300:
+        if 200 <= again.status_code < 300 and self.is_tanium_url(again.url):
             state.confirm(new)
 
     async def async_auth_flow(
@@ -585,10 +586,11 @@ class TaniumAuth(httpx.Auth):
         response = yield request
         status = response.status_code
         if 200 <= status < 300:
-            state.confirm(token)
+            if response.url is request.url or self.is_tanium_url(response.url):
+                state.confirm(token)
             return
-        if status not in self.refresh_status_codes:
-            return
+        if status not in self.refresh_status_codes or not self.is_tanium_url(response.url):
+            return  # not a 401/403, or one from another origin after a redirect
         after = flights.started
         await _arelease(response)
         cause = self._cause(request, response)
@@ -598,7 +600,7 @@ class TaniumAuth(httpx.Auth):
             return
         request.headers[HEADER] = new
         again = yield request
-        if 200 <= again.status_code < 300:
+        if 200 <= again.status_code < 300 and self.is_tanium_url(again.url):
             state.confirm(new)
 
     @staticmethod

@@ -253,3 +253,13 @@ def test_api_token_rejection_consults_refresh(server: TaniumServer, http: reques
         assert resp.status_code == 200 and len(resp.history) == 1
         assert auth.session_id.token != token
     assert server.count("/auth") == 0
+
+
+def test_ver_check_is_deprecated_and_checks_nothing(server: TaniumServer) -> None:
+    """``ver_check=True`` cannot check anything here (the SessionId this class builds has
+    no requirement): it says so and points to ``requires_server``."""
+    with pytest.warns(DeprecationWarning, match="requires_server"):
+        TaniumSessionAuth(server.url, server.new_session(), ver_check=True)
+    TaniumSessionAuth(server.url, server.new_session(), ver_check=False)  # no warning
+    TaniumSessionAuth(server.url, server.new_session())  # the default: no warning
+    assert server.count("/config/console.json") == 0

@@ -1,0 +1,520 @@
+"""The contract: one scenario, every front-end, counted by the local server.
+
+Each test runs through ``requests`` (``TaniumSessionAuth`` on a plain
+``requests.Session``), httpx sync (``TaniumAuth`` on ``auth.client()``) and httpx async
+(``auth.async_client()``): the ``front`` fixture is the only thing that differs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import http.server
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from typing import Any, Optional, Union
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+import requests
+
+from requests_tanium_session import (
+    AuthServiceUnavailable,
+    GetPlatformVersionWarning,
+    LoginError,
+    MemoryStore,
+    TaniumSessionAuth,
+)
+from requests_tanium_session.httpx import TaniumAuth
+from requests_tanium_session.testing import DEFAULT_USER, TaniumServer
+
+from .conftest import Servers
+
+USER, PASSWORD = DEFAULT_USER[0], DEFAULT_USER[1]
+SENSORS = "/api/v2/sensors"
+DENIED = "/api/v2/denied"
+LOGIN_HEADERS = ("username", "password")
+
+Auth = Union[TaniumSessionAuth, TaniumAuth]
+Outcome = Any  # a response (``status_code``, ``text``, ``history``) or the exception raised
+
+
+class Front:
+    """One front-end: how to build its auth and send requests through it."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+    @property
+    def httpx(self) -> bool:
+        return self.name != "requests"
+
+    @property
+    def timeout_error(self) -> type[Exception]:
+        """What a waiter raises at its deadline: the front-end's own type."""
+        return httpx.TimeoutException if self.httpx else requests.exceptions.ReadTimeout
+
+    @property
+    def transport_error(self) -> type[Exception]:
+        return httpx.TransportError if self.httpx else requests.ConnectionError
+
+    def broken(self) -> Exception:
+        """A transport error of this front-end, as a ``refresh`` might raise it."""
+        if self.httpx:
+            return httpx.ConnectError("no route")
+        return requests.ConnectionError("no route")
+
+    def auth(self, url: str, session: Optional[str] = None, **kwargs: Any) -> Auth:
+        if self.httpx:
+            return TaniumAuth(url, session, **kwargs)
+        return TaniumSessionAuth(url, session, **kwargs)
+
+    def from_credentials(self, url: str, username: str, password: str, **kwargs: Any) -> Auth:
+        cls: Any = TaniumAuth if self.httpx else TaniumSessionAuth
+        return cls.from_credentials(url, username, password, **kwargs)  # type: ignore[no-any-return]
+
+    def get(self, auth: Auth, url: str, n: int = 1, **options: Any) -> list[Outcome]:
+        """``n`` GETs of ``url`` released together (threads or tasks); each outcome."""
+        follow = options.pop("follow", True)
+        trust_env = options.pop("trust_env", True)
+        if self.name == "httpx-async":
+            return asyncio.run(self._aget(auth, url, n, follow, trust_env))
+        gate = threading.Barrier(n)
+        outcomes: list[Outcome] = [None] * n
+        client = None
+        if self.httpx:
+            assert isinstance(auth, TaniumAuth)
+            client = auth.client(follow_redirects=follow, trust_env=trust_env, timeout=10)
+
+        def one(i: int) -> None:
+            gate.wait()
+            try:
+                if client is not None:
+                    outcomes[i] = client.get(url)
+                else:
+                    with requests.Session() as s:
+                        s.trust_env = trust_env
+                        s.auth = auth
+                        outcomes[i] = s.get(url, allow_redirects=follow, timeout=10)
+            except Exception as exc:
+                outcomes[i] = exc
+
+        workers = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        if client is not None:
+            client.close()
+        return outcomes
+
+    async def _aget(
+        self, auth: Auth, url: str, n: int, follow: bool, trust_env: bool
+    ) -> list[Outcome]:
+        assert isinstance(auth, TaniumAuth)
+        ready = asyncio.Event()
+        started = 0
+        async with auth.async_client(
+            follow_redirects=follow, trust_env=trust_env, timeout=10
+        ) as client:
+
+            async def one() -> Outcome:
+                nonlocal started
+                started += 1
+                if started == n:
+                    ready.set()
+                await ready.wait()
+                try:
+                    return await client.get(url)
+                except Exception as exc:
+                    return exc
+
+            return list(await asyncio.gather(*(one() for _ in range(n))))
+
+    def one(self, auth: Auth, url: str, **options: Any) -> Any:
+        """One GET; its response, or the exception it raised, raised."""
+        outcome = self.get(auth, url, **options)[0]
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+
+FRONTS = [Front("requests"), Front("httpx-sync"), Front("httpx-async")]
+
+
+@pytest.fixture(params=FRONTS, ids=repr)
+def front(request: pytest.FixtureRequest) -> Front:
+    return request.param  # type: ignore[no-any-return]
+
+
+def statuses(outcomes: list[Outcome]) -> list[Any]:
+    return [o.status_code if hasattr(o, "status_code") else type(o).__name__ for o in outcomes]
+
+
+def stale(server: TaniumServer, front: Front, **kwargs: Any) -> Auth:
+    """An auth whose session is already stale (``revalidate_after=0``)."""
+    kwargs.setdefault("revalidate_after", 0)
+    return front.auth(server.url, server.new_session(), **kwargs)
+
+
+# -- the everyday path ---------------------------------------------------------------
+
+
+def test_fresh_makes_no_auth_call(server: TaniumServer, front: Front) -> None:
+    auth = front.auth(server.url, server.new_session())
+    assert statuses(front.get(auth, server.url + SENSORS, n=8)) == [200] * 8
+    assert server.count("/auth") == 0
+
+
+def test_stale_for_many_is_one_validation(server: TaniumServer, front: Front) -> None:
+    auth = front.auth(server.url, server.new_session(), revalidate_after=0.05)
+    time.sleep(0.06)
+    server.inject("/auth", passthrough=True, delay=0.3)  # every caller finds it running
+    assert statuses(front.get(auth, server.url + SENSORS, n=16)) == [200] * 16
+    assert server.auth_calls["validate"] == 1
+
+
+def test_unavailable_validation_sends_the_kept_token(server: TaniumServer, front: Front) -> None:
+    auth = stale(server, front)
+    server.inject("/auth", status=500, count=None)
+    assert statuses(front.get(auth, server.url + SENSORS)) == [200]
+    assert server.count(SENSORS, 200) == 1 and auth.logged_in
+
+
+def test_token_validates_when_stale(server: TaniumServer, front: Front) -> None:
+    auth = stale(server, front)
+    assert auth.token is not None
+    assert server.auth_calls["validate"] == 1
+
+
+# -- 401/403 ---------------------------------------------------------------------------
+
+
+def test_revoked_with_refresh_is_one_validation_one_refresh_one_resend(
+    server: TaniumServer, front: Front
+) -> None:
+    calls: list[int] = []
+
+    def refresh() -> str:
+        calls.append(1)
+        return server.new_session()
+
+    session = server.new_session()
+    auth = front.auth(server.url, session, refresh=refresh)
+    server.revoke(session)
+    assert statuses(front.get(auth, server.url + SENSORS, n=8)) == [200] * 8
+    assert server.auth_calls["validate"] == 1 and calls == [1]
+    assert server.count(SENSORS, 403) == 8 and server.count(SENSORS, 200) == 8
+
+
+def test_permission_answer_returned_as_it_came(server: TaniumServer, front: Front) -> None:
+    auth = front.auth(server.url, server.new_session())
+    response = front.one(auth, server.url + DENIED)
+    assert response.status_code == 403 and "permission denied" in response.text
+    assert str(response.url).endswith(DENIED)
+    assert server.auth_calls["validate"] == 1 and server.count(DENIED) == 1
+
+
+@pytest.mark.parametrize(
+    ("raised", "expected"),
+    [
+        ("unavailable", AuthServiceUnavailable),
+        ("transport", None),  # the front-end's own transport error, as it was raised
+        ("value", LoginError),
+    ],
+)
+def test_refresh_errors(
+    server: TaniumServer, front: Front, raised: str, expected: Optional[type[Exception]]
+) -> None:
+    errors: dict[str, Exception] = {
+        "unavailable": AuthServiceUnavailable("the login server is down"),
+        "transport": front.broken(),
+        "value": ValueError("broken"),
+    }
+
+    def refresh() -> str:
+        raise errors[raised]
+
+    session = server.new_session()
+    auth = front.auth(server.url, session, refresh=refresh)
+    server.revoke(session)
+    with pytest.raises(expected or front.transport_error) as info:
+        front.one(auth, server.url + SENSORS)
+    if raised == "value":
+        assert isinstance(info.value.__cause__, ValueError)
+        assert not isinstance(info.value, AuthServiceUnavailable)
+    else:
+        assert info.value is errors[raised]
+
+
+def test_refresh_returning_the_dead_token(server: TaniumServer, front: Front) -> None:
+    session = server.new_session()
+    auth = front.auth(server.url, session, refresh=lambda: session)
+    server.revoke(session)
+    with pytest.raises(LoginError, match="just rejected"):
+        front.one(auth, server.url + SENSORS)
+    assert server.count(SENSORS) == 1  # never resent with it
+
+
+# -- stores ---------------------------------------------------------------------------
+
+
+def test_store_fresh_record_adopted(server: TaniumServer, front: Front) -> None:
+    store = MemoryStore()
+    first = front.from_credentials(server.url, USER, PASSWORD, store=store)
+    second = front.from_credentials(server.url, USER, PASSWORD, store=store)
+    assert server.auth_calls["login"] == 1  # the second took the published session
+    assert statuses(front.get(second, server.url + SENSORS)) == [200]
+    assert first.token == second.token
+
+
+def test_store_newer_record_after_401(server: TaniumServer, front: Front) -> None:
+    store = MemoryStore()
+    old = server.new_session()
+    auth = front.auth(server.url, old, store=store)
+    server.revoke(old)
+    front.from_credentials(server.url, USER, PASSWORD, store=store)  # logs in, publishes
+    assert statuses(front.get(auth, server.url + SENSORS)) == [200]
+    assert server.auth_calls["validate"] == 0 and server.auth_calls["login"] == 1
+    assert server.count(SENSORS, 403) == 1 and server.count(SENSORS, 200) == 1
+
+
+def test_store_one_login_per_fleet_death(server: TaniumServer, front: Front) -> None:
+    store = MemoryStore()
+    auths = [front.from_credentials(server.url, USER, PASSWORD, store=store) for _ in range(3)]
+    server.revoke_user()
+    server.reset_counts()
+    for auth in auths:
+        assert statuses(front.get(auth, server.url + SENSORS, n=4)) == [200] * 4
+    assert server.auth_calls["login"] == 1
+
+
+# -- protocol calls: redirects, proxies, deadlines, redaction ---------------------------
+
+
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+def test_redirected_auth_calls_send_nothing_elsewhere(
+    servers: Servers, front: Front, status: int
+) -> None:
+    home, elsewhere = servers.start(), servers.start()
+    # A stale validation, redirected.
+    auth = stale(home, front)
+    home.redirect("/auth", elsewhere.url + "/auth", status=status)
+    with pytest.raises(LoginError, match=rf"{status}.*{home.url}|{home.url}.*{status}"):
+        front.one(auth, home.url + SENSORS)
+    # A credential login, redirected (the first and a recovery).
+    home.redirect("/auth", elsewhere.url + "/auth", status=status)
+    with pytest.raises(LoginError):
+        front.from_credentials(home.url, USER, PASSWORD)
+    auth = front.from_credentials(home.url, USER, PASSWORD)
+    home.revoke_user()
+    home.redirect("/auth", elsewhere.url + "/auth", status=status, count=2)
+    with pytest.raises(LoginError):
+        front.one(auth, home.url + SENSORS)
+    # An API token's REST validation, redirected.
+    auth = front.auth(home.url, home.new_api_token(), revalidate_after=0)
+    home.redirect("/api/v2/session/validate", elsewhere.url + "/x", status=status)
+    with pytest.raises(LoginError):
+        front.one(auth, home.url + SENSORS)
+    assert list(elsewhere.received()) == []
+
+
+def test_redirect_never_shows_in_history(servers: Servers, front: Front) -> None:
+    auth = front.from_credentials(servers.start().url, USER, PASSWORD)
+    server = servers.all[0]
+    server.revoke_user()
+    response = front.one(auth, server.url + SENSORS)
+    assert response.status_code == 200
+    for hop in response.history:
+        assert not str(hop.request.url).endswith("/auth")
+        assert not set(LOGIN_HEADERS) & {k.lower() for k in hop.request.headers}
+
+
+class _Proxy(http.server.BaseHTTPRequestHandler):
+    """A forwarding HTTP proxy that records the paths it carried."""
+
+    seen: list[str]
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def _forward(self) -> None:
+        target = urlsplit(self.path)
+        self.server.seen.append(target.path)  # type: ignore[attr-defined]
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        headers = {k: v for k, v in self.headers.items() if not k.lower().startswith("proxy-")}
+        conn = http.client.HTTPConnection(target.hostname or "", target.port, timeout=10)
+        conn.request(self.command, target.path, body=body or None, headers=headers)
+        answer = conn.getresponse()
+        payload = answer.read()
+        conn.close()
+        self.send_response(answer.status)
+        for name, value in answer.getheaders():
+            if name.lower() not in ("content-length", "connection", "transfer-encoding"):
+                self.send_header(name, value)
+        self.send_header("Content-Length", str(len(payload)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(payload)
+
+    do_GET = do_POST = _forward
+
+
+@pytest.fixture
+def proxy() -> Iterator[http.server.ThreadingHTTPServer]:
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Proxy)
+    httpd.seen = []  # type: ignore[attr-defined]
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield httpd
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_loopback_auth_calls_skip_the_environment_proxy(
+    server: TaniumServer,
+    front: Front,
+    monkeypatch: pytest.MonkeyPatch,
+    proxy: http.server.ThreadingHTTPServer,
+) -> None:
+    url = f"http://127.0.0.1:{proxy.server_address[1]}"
+    for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.setenv(name, url)
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    auth = stale(server, front)
+    # The caller's own requests use the environment's proxy; the auth's calls never.
+    assert statuses(front.get(auth, server.url + SENSORS)) == [200]
+    assert server.auth_calls["validate"] == 1
+    assert proxy.seen == [SENSORS]  # type: ignore[attr-defined]
+
+
+def test_login_timeout_bounds_the_whole_call(server: TaniumServer, front: Front) -> None:
+    auth = stale(server, front, login_timeout=1)
+    server.inject("/auth", status=200, body=b"x" * 40, delay=0.8, trickle=0.1)
+    began = time.monotonic()
+    with pytest.raises(front.timeout_error):
+        front.one(auth, server.url + SENSORS)
+    assert time.monotonic() - began < 1.6
+    assert server.count(SENSORS) == 0
+
+
+def test_transport_errors_carry_no_secret(server: TaniumServer, front: Front) -> None:
+    session = server.new_session()
+    auth = front.auth(server.url, session, revalidate_after=0)
+    server.inject("/auth", drop=True, count=None)
+    with pytest.raises(front.transport_error) as info:
+        front.one(auth, server.url + SENSORS)
+    request = getattr(info.value, "request", None)
+    assert request is not None
+    assert session not in str(dict(request.headers))
+    with pytest.raises(front.transport_error) as info:
+        front.from_credentials(server.url, USER, PASSWORD)
+    request = info.value.request
+    assert all(request.headers[h] == "<redacted>" for h in LOGIN_HEADERS)
+
+
+def test_waiters_raise_the_front_ends_timeout(server: TaniumServer, front: Front) -> None:
+    """A leader stuck in ``refresh`` past the renew wait: its waiters give up with the
+    front-end's own timeout type."""
+    if front.name == "httpx-async":
+
+        async def arefresh() -> str:
+            await asyncio.sleep(2.7)
+            return server.new_session()
+
+        refresh: Callable[[], Any] = arefresh
+    else:
+
+        def refresh() -> str:
+            time.sleep(2.7)
+            return server.new_session()
+
+    session = server.new_session()
+    auth = front.auth(server.url, session, refresh=refresh, login_timeout=0.2)  # waits 2.4 s
+    server.revoke(session)
+    outcomes = front.get(auth, server.url + SENSORS, n=3)
+    kinds = sorted(type(o).__name__ if isinstance(o, BaseException) else "ok" for o in outcomes)
+    assert kinds == ["ReadTimeout", "ReadTimeout", "ok"]
+    waiters = [o for o in outcomes if isinstance(o, BaseException)]
+    assert all(isinstance(o, front.timeout_error) for o in waiters)
+
+
+# -- the version gate -------------------------------------------------------------------
+
+
+def test_unreachable_console_json_warns_and_sends(server: TaniumServer, front: Front) -> None:
+    auth = front.auth(server.url, server.new_session(), requires_server=">=7")
+    server.inject("/config/console.json", drop=True, count=None)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert statuses(front.get(auth, server.url + SENSORS)) == [200]
+        assert statuses(front.get(auth, server.url + SENSORS)) == [200]
+    assert [w.category for w in caught] == [GetPlatformVersionWarning]
+    assert server.count("/config/console.json") == 1
+
+
+def test_unmet_requirement_refuses_every_request(server: TaniumServer, front: Front) -> None:
+    from requests_tanium_session import VersionMismatchError
+
+    auth = front.auth(server.url, server.new_session(), requires_server=">=99")
+    for _ in range(2):
+        with pytest.raises(VersionMismatchError):
+            front.one(auth, server.url + SENSORS)
+    assert server.count("/config/console.json") == 1 and server.count(SENSORS) == 0
+
+
+# -- other origins -----------------------------------------------------------------
+
+
+def test_foreign_401_after_a_redirect_starts_nothing(servers: Servers, front: Front) -> None:
+    home, other = servers.start(), servers.start()
+    auth = front.auth(home.url, home.new_session())
+    home.redirect(SENSORS, other.url + SENSORS)
+    response = front.one(auth, home.url + SENSORS)
+    assert response.status_code == 403 and str(response.url).startswith(other.url)
+    assert home.count("/auth") == 0
+    assert "session" not in next(other.received(SENSORS)).headers
+
+
+def test_from_credentials_logs_in_now_with_secondary(server: TaniumServer, front: Front) -> None:
+    auth = front.from_credentials(server.url, USER, PASSWORD, secondary="otp-123456")
+    assert auth.logged_in and server.auth_calls["login"] == 1
+    assert next(server.received("/auth")).headers["secondary"] == "otp-123456"
+
+
+# -- the shape of the code -------------------------------------------------------------
+
+DECISIONS = [
+    "validate_call", "login_call", "logout_call", "console_call",
+    "judge_token", "judge_logout", "judge_version", "verdict_error",
+    "adoptable", "take", "recovery_failure", "refreshed_token",
+]  # fmt: skip
+
+
+def test_each_builder_judge_and_adoption_rule_is_called_from_one_module() -> None:
+    """Outside ``testing/`` and the CLI, one module calls each of them: the policy is
+    written once (the module that defines a judge may use it too)."""
+    import ast
+    from pathlib import Path
+
+    import requests_tanium_session
+
+    root = Path(requests_tanium_session.__file__).parent
+    callers: dict[str, set[str]] = {name: set() for name in DECISIONS}
+    for path in root.glob("*.py"):
+        if path.name == "cli.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call):
+                func = node.func
+                name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", "")
+                if name in callers:
+                    callers[name].add(path.name)
+    assert {name: sorted(mods) for name, mods in callers.items() if len(mods) != 1} == {}
