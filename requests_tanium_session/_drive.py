@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import threading
 from collections.abc import Awaitable, Callable
-from typing import Any, Optional
+from typing import Any, Generic, Optional, TypeVar
 
 from ._policy import Exchange, Flow, Lead, RefreshMisuse, Reply, StoreOp
 from .protocol import Call
 
-__all__ = ["Held", "arun", "run"]
+__all__ = ["Held", "Worker", "arun", "on_worker", "run"]
+
+T = TypeVar("T")
 
 Exchanger = Callable[[Call, float], Reply]
 AsyncExchanger = Callable[[Call, float], Awaitable[Reply]]
@@ -138,3 +141,48 @@ async def arun(flow: Flow, exchange: AsyncExchanger, flights: Any, fleet: Any = 
         flow.close()
         if held is not None and held.depth:
             await asyncio.to_thread(held.end)
+
+
+class Worker(Generic[T]):
+    """One protocol call running on a thread of its own, so that its caller can stop
+    waiting at a wall-clock deadline; ``response`` lets the caller cut it short."""
+
+    __slots__ = ("abandoned", "done", "error", "response", "result")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.abandoned = False
+        self.response: Any = None
+        self.result: Optional[T] = None
+        self.error: Optional[BaseException] = None
+
+
+def on_worker(
+    work: Callable[[Worker[T]], T],
+    timeout: float,
+    give_up: Callable[[Worker[T]], BaseException],
+) -> T:
+    """``work(worker)`` on a worker thread; past ``timeout`` seconds, ``give_up(worker)``
+    (which should cut the call short) returns the exception raised here."""
+    worker: Worker[T] = Worker()
+
+    def body() -> None:
+        try:
+            worker.result = work(worker)
+        except BaseException as exc:
+            worker.error = exc
+        finally:
+            worker.done.set()
+
+    threading.Thread(target=body, name="tanium-auth-call", daemon=True).start()
+    if not worker.done.wait(timeout):
+        worker.abandoned = True
+        raise give_up(worker)
+    error, worker.error = worker.error, None
+    if error is not None:
+        try:
+            raise error
+        finally:
+            error = None  # no frame -> traceback -> exception cycle
+    assert worker.result is not None
+    return worker.result

@@ -31,6 +31,7 @@ from .protocol import (
     check_seconds,
 )
 from .session_id import CredentialLogin, SessionId
+from .state import StateView
 from .stores import SessionStore
 from .versions import SpecCheck, parse_specifier, read_version, unreadable
 
@@ -83,7 +84,7 @@ def redirect_target(resp: requests.Response) -> Optional[str]:
         return None
 
 
-class TaniumSessionAuth(Closing, AuthBase):
+class TaniumSessionAuth(StateView, Closing, AuthBase):
     """Puts the Tanium ``session`` header on requests to one Tanium origin.
 
     Revalidates the session through ``/auth`` when it has gone stale, recovers from
@@ -310,16 +311,6 @@ class TaniumSessionAuth(Closing, AuthBase):
     def http_client(self) -> HttpClient:
         """The client used for ``/auth``."""
         return self._sid.http_client
-
-    @property
-    def logged_in(self) -> bool:
-        """True while there is a live token (no I/O)."""
-        return self._state.current is not None
-
-    @property
-    def generation(self) -> int:
-        """Counts changes of token (rotation, refresh, setter, death)."""
-        return self._state.generation
 
     @property
     def store(self) -> Optional[SessionStore]:

@@ -7,8 +7,8 @@ import http.cookiejar
 import ipaddress
 import os
 import socket
-import threading
 from collections.abc import Mapping
+from functools import partial
 from types import TracebackType
 from typing import Any, Optional, TypeVar, Union
 from urllib.parse import urlsplit
@@ -18,6 +18,7 @@ from requests.adapters import HTTPAdapter
 from requests.auth import AuthBase
 from urllib3.util import Retry, parse_url
 
+from ._drive import Worker, on_worker
 from .protocol import REDACTED, SECRET_HEADERS, Call
 
 __all__ = [
@@ -235,29 +236,16 @@ class Answer:
         return str(self.response.url)
 
 
-class _Call:
-    """One call running on a worker thread, so the caller can stop waiting at a deadline."""
-
-    __slots__ = ("abandoned", "answer", "done", "error", "response")
-
-    def __init__(self) -> None:
-        self.done = threading.Event()
-        self.abandoned = False
-        self.response: Optional[requests.Response] = None
-        self.answer: Optional[Answer] = None
-        self.error: Optional[BaseException] = None
-
-    def abandon(self) -> None:
-        """Stop reading: shut the socket down so a blocked read returns now."""
-        self.abandoned = True
-        resp = self.response
-        if resp is None:
-            return
-        conn = getattr(resp.raw, "connection", None) or getattr(resp.raw, "_connection", None)
-        sock = getattr(conn, "sock", None)
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
+def _abandon(worker: Worker[Answer]) -> None:
+    """Stop reading: shut the socket down so a blocked read returns now."""
+    resp = worker.response
+    if resp is None:
+        return
+    conn = getattr(resp.raw, "connection", None) or getattr(resp.raw, "_connection", None)
+    sock = getattr(conn, "sock", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
 
 
 class HttpClient(Closing):
@@ -367,26 +355,16 @@ class HttpClient(Closing):
         deadline and the ``requests`` exception of a transport failure, in both cases
         with the request's secrets redacted.
         """
-        running = _Call()
-        worker = threading.Thread(
-            target=self._run, args=(call, timeout, running), name="tanium-auth-call", daemon=True
-        )
-        worker.start()
-        if not running.done.wait(timeout):
-            running.abandon()
-            raise requests.exceptions.ReadTimeout(
+
+        def give_up(worker: Worker[Answer]) -> BaseException:
+            _abandon(worker)
+            return requests.exceptions.ReadTimeout(
                 f"{call.method} {self.url}{call.path} did not finish within {timeout:g} s"
             )
-        error, running.error = running.error, None
-        if error is not None:
-            try:
-                raise error
-            finally:
-                error = None  # no frame -> traceback -> exception cycle
-        assert running.answer is not None
-        return running.answer
 
-    def _run(self, call: Call, timeout: float, running: _Call) -> None:
+        return on_worker(partial(self._run, call, timeout), timeout, give_up)
+
+    def _run(self, call: Call, timeout: float, worker: Worker[Answer]) -> Answer:
         try:
             resp = self.request(
                 call.method,
@@ -396,23 +374,21 @@ class HttpClient(Closing):
                 timeout=(timeout, timeout),
                 stream=True,
             )
-            running.response = resp
+            worker.response = resp
             try:
-                body = _read_capped(resp, call.limit, running)
+                body = _read_capped(resp, call.limit, worker)
             finally:
                 resp.close()
                 _redact(resp.request)
             resp._content = body or b""
             resp._content_consumed = True  # type: ignore[attr-defined]
-            running.answer = Answer(resp, body)
+            return Answer(resp, body)
         except BaseException as exc:
             _redact(getattr(exc, "request", None))
             response = getattr(exc, "response", None)
             if response is not None:
                 _redact(response.request)
-            running.error = exc
-        finally:
-            running.done.set()
+            raise
 
     def close(self) -> None:
         """Close the private session (a supplied session is left to its owner)."""
@@ -423,12 +399,12 @@ class HttpClient(Closing):
         return f"HttpClient(url={self.url!r}, verify={self.verify!r})"
 
 
-def _read_capped(resp: requests.Response, limit: int, running: _Call) -> Optional[bytes]:
+def _read_capped(resp: requests.Response, limit: int, worker: Worker[Answer]) -> Optional[bytes]:
     """At most ``limit`` bytes of a streamed body, or None when it is longer."""
     chunks: list[bytes] = []
     size = 0
     for chunk in resp.iter_content(4096):
-        if running.abandoned:
+        if worker.abandoned:
             break
         size += len(chunk)
         if size > limit:

@@ -18,6 +18,7 @@ import os
 import ssl
 import threading
 from collections.abc import AsyncGenerator, Awaitable, Callable, Collection, Generator
+from functools import partial
 from typing import Any, Optional, Union
 
 try:
@@ -28,7 +29,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
     ) from exc
 
 from ._aflight import AsyncFlights
-from ._drive import arun, run
+from ._drive import Worker, arun, on_worker, run
 from ._flight import Flights
 from ._policy import Credentials, Flow, Policy, first_session
 from .http_client import DEFAULT_PORTS, OriginMatcher, is_loopback, origin_name, parse_base_url
@@ -46,7 +47,7 @@ from .protocol import (
     check_token,
     login_headers,
 )
-from .state import TokenState
+from .state import StateView, TokenState
 from .stores import Fleet, SessionStore
 from .versions import SpecCheck, parse_specifier, read_version, unreadable
 
@@ -113,16 +114,6 @@ def _ssl_context(verify: Verify, cert: Union[str, tuple[str, str], None]) -> ssl
     return ctx
 
 
-class _Running:
-    __slots__ = ("done", "error", "reply", "response")
-
-    def __init__(self) -> None:
-        self.done = threading.Event()
-        self.response: Optional[httpx.Response] = None
-        self.reply: Optional[_Reply] = None
-        self.error: Optional[BaseException] = None
-
-
 class _Wire:
     """Makes protocol calls for one origin, each through a client of its own (so any
     thread or event loop may make them and nothing is left open), never following
@@ -142,46 +133,34 @@ class _Wire:
 
     def exchange(self, call: Call, timeout: float) -> _Reply:
         """Make ``call`` within ``timeout`` wall-clock seconds (connect, headers, body)."""
-        running = _Running()
-        worker = threading.Thread(
-            target=self._run, args=(call, timeout, running), name="tanium-auth-call", daemon=True
-        )
-        worker.start()
-        if not running.done.wait(timeout):
-            response = running.response
+
+        def give_up(worker: Worker[_Reply]) -> BaseException:
+            response = worker.response
             if response is not None:
                 response.close()  # the worker's read ends now
-            raise httpx.ReadTimeout(
+            return httpx.ReadTimeout(
                 f"{call.method} {self.url}{call.path} did not finish within {timeout:g} s",
                 request=_redacted(call, self.url + call.path),
             )
-        error, running.error = running.error, None
-        if error is not None:
-            try:
-                raise error
-            finally:
-                error = None  # no frame -> traceback -> exception cycle
-        assert running.reply is not None
-        return running.reply
 
-    def _run(self, call: Call, timeout: float, running: _Running) -> None:
+        return on_worker(partial(self._run, call, timeout), timeout, give_up)
+
+    def _run(self, call: Call, timeout: float, worker: Worker[_Reply]) -> _Reply:
         redacted = _redacted(call, self.url + call.path)
         try:
             with httpx.Client(timeout=timeout, **self._options) as client:
                 request = client.build_request(
                     call.method, self.url + call.path, headers=dict(call.headers), json=call.json
                 )
-                response = running.response = client.send(request, stream=True)
+                response = worker.response = client.send(request, stream=True)
                 try:
                     body = _capped(response.iter_bytes(), call.limit)
                 finally:
                     response.close()
-            running.reply = _finish(response, body, redacted)
+            return _finish(response, body, redacted)
         except BaseException as exc:
             _scrub(exc, redacted)
-            running.error = exc
-        finally:
-            running.done.set()
+            raise
 
     async def aexchange(self, call: Call, timeout: float) -> _Reply:
         """The async twin of :meth:`exchange`."""
@@ -265,7 +244,7 @@ def _timeout_error(message: str) -> Exception:
     return httpx.ReadTimeout(message)
 
 
-class TaniumAuth(httpx.Auth):
+class TaniumAuth(StateView, httpx.Auth):
     """An ``httpx.Auth`` that puts the Tanium ``session`` header on one origin's requests.
 
     The same policy as :class:`~requests_tanium_session.TaniumSessionAuth` (the same
@@ -420,16 +399,6 @@ class TaniumAuth(httpx.Auth):
             return None
         found: str = await self._arun(self._policy.current(self._aflights, self.refresh))
         return found
-
-    @property
-    def logged_in(self) -> bool:
-        """True while there is a live token (no I/O)."""
-        return self._state.current is not None
-
-    @property
-    def generation(self) -> int:
-        """Counts changes of token (rotation, refresh, death)."""
-        return self._state.generation
 
     @property
     def revalidate_after(self) -> float:

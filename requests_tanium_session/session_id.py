@@ -41,7 +41,7 @@ from .protocol import (
     is_api_token,
     login_headers,
 )
-from .state import TokenState
+from .state import StateView, TokenState
 from .stores import Fleet, SessionStore
 from .versions import check_requirement, version_gate
 
@@ -115,7 +115,7 @@ class CredentialLogin(Credentials):
         return f"<credential login at {self._client.url}>"
 
 
-class SessionId:
+class SessionId(StateView):
     """A Tanium session id (or API token) kept alive through ``/auth``.
 
     The pytan3 ``SessionId`` API (``get_name``, ``get_args*``, ``validate``, ``login``,
@@ -301,11 +301,6 @@ class SessionId:
         return None if used is None else max(0.0, self._policy.expires_after - used)
 
     @property
-    def logged_in(self) -> bool:
-        """True while there is a live token."""
-        return self._state.current is not None
-
-    @property
     def expired(self) -> bool:
         """True without a live token or when ``last_used >= expires_after``."""
         used = self.last_used
@@ -320,11 +315,6 @@ class SessionId:
     def token_headers(self) -> dict[str, str]:
         """``{"session": token}``, validated first when stale (pytan3-compatible)."""
         return {HEADER: self.token}
-
-    @property
-    def generation(self) -> int:
-        """Counts changes of token (rotation, refresh, setter, death)."""
-        return self._state.generation
 
     @property
     def checks_started(self) -> int:

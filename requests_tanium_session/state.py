@@ -14,7 +14,7 @@ from typing import Optional
 
 from .protocol import DEFAULT_REVALIDATE_AFTER
 
-__all__ = ["TokenState"]
+__all__ = ["StateView", "TokenState"]
 
 
 class TokenState:
@@ -104,3 +104,20 @@ class TokenState:
             self.generation += 1
             self.got_at = time.time() if got_at is None else got_at
         return changed
+
+
+class StateView:
+    """What every front-end shows of the :class:`TokenState` it holds as ``_state``."""
+
+    __slots__ = ()
+    _state: TokenState
+
+    @property
+    def logged_in(self) -> bool:
+        """True while there is a live token (no I/O)."""
+        return self._state.current is not None
+
+    @property
+    def generation(self) -> int:
+        """Counts changes of token (rotation, refresh, setter, death)."""
+        return self._state.generation
