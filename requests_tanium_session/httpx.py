@@ -125,7 +125,8 @@ class _Wire:
         self.url = url
         self._ssl = _ssl_context(verify, cert) if url.startswith("https:") else None
         self._options: dict[str, Any] = {
-            "verify": self._ssl or True,
+            # Made once: httpx would build (and load a CA bundle into) one per client.
+            "verify": self._ssl or httpx.create_ssl_context(verify=False),
             "proxy": proxy,
             "trust_env": proxy is None and not is_loopback(host),
             "follow_redirects": False,
