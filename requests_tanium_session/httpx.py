@@ -16,8 +16,7 @@ import asyncio
 import logging
 import os
 import ssl
-import threading
-from collections.abc import AsyncGenerator, Awaitable, Callable, Collection, Generator
+from collections.abc import AsyncGenerator, Callable, Collection, Generator
 from functools import partial
 from typing import Any, Optional, Union
 
@@ -28,11 +27,10 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
         'requests_tanium_session.httpx needs httpx: pip install "requests-tanium-session[httpx]"'
     ) from exc
 
-from ._aflight import AsyncFlights
 from ._drive import Worker, arun, on_worker, run
-from ._flight import Flights
-from ._policy import Credentials, Flow, Policy, first_session
-from .http_client import DEFAULT_PORTS, OriginMatcher, is_loopback, origin_name, parse_base_url
+from ._front import PolicyFront, Refresh
+from ._policy import Credentials, Flow, first_session
+from .http_client import DEFAULT_PORTS, is_loopback
 from .protocol import (
     DEFAULT_EXPIRES_AFTER,
     DEFAULT_LOGIN_TIMEOUT,
@@ -43,19 +41,14 @@ from .protocol import (
     REDACTED,
     SECRET_HEADERS,
     Call,
-    check_seconds,
-    check_token,
     login_headers,
 )
-from .state import StateView, TokenState
-from .stores import Fleet, SessionStore
-from .versions import SpecCheck, parse_specifier, read_version, unreadable
+from .stores import SessionStore
 
 __all__ = ["TaniumAuth"]
 
 log = logging.getLogger(__name__)
 
-Refresh = Callable[[], Union[str, Awaitable[str]]]
 Verify = Union[ssl.SSLContext, str, bool]
 
 #: Largest 401/403 body read (and kept readable) before the session is checked.
@@ -245,7 +238,7 @@ def _timeout_error(message: str) -> Exception:
     return httpx.ReadTimeout(message)
 
 
-class TaniumAuth(StateView, httpx.Auth):
+class TaniumAuth(PolicyFront, httpx.Auth):
     """An ``httpx.Auth`` that puts the Tanium ``session`` header on one origin's requests.
 
     The same policy as :class:`~requests_tanium_session.TaniumSessionAuth` (the same
@@ -304,51 +297,27 @@ class TaniumAuth(StateView, httpx.Auth):
         cert: Union[str, tuple[str, str], None] = None,
         proxy: Optional[str] = None,
     ) -> None:
-        if url is None:
-            raise ValueError("url is required")
-        self.url, origin = parse_base_url(url, allow_http)
-        if refresh is not None and not (callable(refresh) or isinstance(refresh, Credentials)):
-            raise TypeError("refresh must be a callable returning a new session id")
-        if on_token_update is not None and not callable(on_token_update):
-            raise TypeError("on_token_update must be a callable taking the new token")
-        if session is None and refresh is None:
-            raise ValueError("session is required (or refresh=, or from_credentials())")
-        token = check_token(session) if session is not None else None
-        codes = frozenset(refresh_status_codes)
-        if not all(isinstance(c, int) and 400 <= c < 600 for c in codes):
-            raise ValueError("refresh_status_codes must be HTTP error statuses (400-599)")
-        requires = parse_specifier(requires_server) if requires_server is not None else None
-        lock = threading.Lock()
-        self._state = TokenState(token, lock)
-        self._state.revalidate_after = check_seconds(
-            "revalidate_after", revalidate_after, zero_ok=True
-        )
-        if token is None:
-            self._state.ended = "not logged in yet"
-        self._policy = Policy(
-            self.url,
-            self._state,
-            login_timeout=check_seconds("login_timeout", login_timeout),
-            logout_timeout=check_seconds("logout_timeout", logout_timeout),
-            expires_after=check_seconds("expires_after", expires_after),
+        origin = self._setup(
+            url,
+            session,
+            revalidate_after=revalidate_after,
+            expires_after=expires_after,
+            login_timeout=login_timeout,
+            logout_timeout=logout_timeout,
+            refresh_status_codes=refresh_status_codes,
+            refresh=refresh,
+            on_token_update=on_token_update,
+            allow_http=allow_http,
+            requires_server=requires_server,
+            store=store,
             passthrough=(httpx.TransportError,),
+            timeout_error=_timeout_error,
         )
-        self._policy.on_token_update = on_token_update
-        if requires is not None:
-            self._policy.require(SpecCheck(requires, self.url))
-        self.refresh_status_codes = codes
-        self.refresh: Union[Refresh, Credentials, None] = refresh
-        self._matches = OriginMatcher(origin)
         scheme, host, port = origin
         #: ``(scheme, userinfo, host, port)``: the first fields of httpx's parsed URL.
         self._key = (scheme, "", host.strip("[]"), None if port == DEFAULT_PORTS[scheme] else port)
-        self._flights = Flights(lock, _timeout_error)
-        self._aflights = AsyncFlights(lock, _timeout_error)
         self._wire = _Wire(self.url, host.strip("[]"), verify, cert, proxy)
         self._verify = verify
-        if store is not None:
-            policy = self._policy
-            policy.fleet = Fleet(store, origin_name(origin), policy.lease, policy.expires_after)
 
     @classmethod
     def from_credentials(
@@ -386,7 +355,7 @@ class TaniumAuth(StateView, httpx.Auth):
         token = self._state.fresh()
         if token is not None:
             return token
-        if self._state.current is None and self.refresh is None:
+        if self._no_token():
             return None
         found: str = self._run(self._policy.current(self._flights, self.refresh))
         return found
@@ -396,39 +365,10 @@ class TaniumAuth(StateView, httpx.Auth):
         token = self._state.fresh()
         if token is not None:
             return token
-        if self._state.current is None and self.refresh is None:
+        if self._no_token():
             return None
         found: str = await self._arun(self._policy.current(self._aflights, self.refresh))
         return found
-
-    @property
-    def revalidate_after(self) -> float:
-        """Seconds after a confirmation during which the token is sent unchecked."""
-        return self._state.revalidate_after
-
-    @property
-    def login_timeout(self) -> float:
-        """Wall-clock seconds of one validate or login call."""
-        return self._policy.login_timeout
-
-    @property
-    def logout_timeout(self) -> float:
-        """Wall-clock seconds of one logout call."""
-        return self._policy.logout_timeout
-
-    @property
-    def expires_after(self) -> float:
-        """Idle seconds after which the session counts as expired."""
-        return self._policy.expires_after
-
-    @property
-    def on_token_update(self) -> Optional[Callable[[str], None]]:
-        """Called with the new token whenever it changes."""
-        return self._policy.on_token_update
-
-    @on_token_update.setter
-    def on_token_update(self, callback: Optional[Callable[[str], None]]) -> None:
-        self._policy.on_token_update = callback
 
     def is_tanium_url(self, url: Union[str, httpx.URL]) -> bool:
         """True when ``url`` has the Tanium origin (scheme, host, port); no userinfo."""
@@ -491,16 +431,6 @@ class TaniumAuth(StateView, httpx.Auth):
 
     async def _arun(self, flow: Flow) -> Any:
         return await arun(flow, self._wire.aexchange, self._aflights, self._policy.fleet)
-
-    def _begin(self, flights: Any) -> Flow:
-        """The token for a request to the origin: the server gate, then current."""
-        policy = self._policy
-        if policy.gate:
-            yield from policy.check_server(flights, read_version, self._unreadable)
-        return (yield from policy.current(flights, self.refresh))
-
-    def _unreadable(self, exc: BaseException) -> None:
-        unreadable(self.url, exc, stacklevel=8)
 
     def _cause(self, request: httpx.Request, response: httpx.Response) -> str:
         return f"{request.method} {request.url} answered {response.status_code}"
@@ -579,13 +509,6 @@ class TaniumAuth(StateView, httpx.Auth):
             return True
         log.info("%s %s not resent: its body cannot be replayed", request.method, request.url)
         return False
-
-    def __repr__(self) -> str:
-        refresh = "credentials" if isinstance(self.refresh, Credentials) else self.refresh
-        return (
-            f"{type(self).__name__}(url={self.url!r}, logged_in={self.logged_in!r}, "
-            f"refresh={'set' if refresh else None})"
-        )
 
     def __getstate__(self) -> Any:
         raise TypeError("TaniumAuth is not pickled: it holds a live session")
