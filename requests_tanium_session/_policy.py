@@ -31,6 +31,7 @@ from collections.abc import Callable, Collection, Generator
 from dataclasses import dataclass, field
 from time import monotonic
 from typing import Any, Optional, Protocol, Union
+from urllib.parse import urlsplit
 
 from .exceptions import (
     AuthServiceUnavailable,
@@ -43,12 +44,15 @@ from .exceptions import (
 )
 from .protocol import (
     AUTH_PATH,
+    CLOUD_SUFFIX,
     Call,
     Kind,
     Verdict,
     check_token,
     console_call,
+    is_api_token,
     judge_logout,
+    judge_soap,
     judge_token,
     login_call,
     logout_call,
@@ -288,6 +292,14 @@ def login(headers: dict[str, str], timeout: float) -> Flow:
     call = login_call(headers)
     reply = yield Exchange(call, timeout)
     verdict = judge_token(call, reply.status, reply.body)
+    host = urlsplit(reply.url).hostname or ""
+    if verdict.kind in (Kind.REJECTED, Kind.NOT_TANIUM) and host.endswith(CLOUD_SUFFIX):
+        raise LoginError(
+            f"{call.method} {reply.url} {verdict.reason.split(':')[0]}: Tanium Cloud takes "
+            "API tokens only (credential logins work on-prem only); create an API token "
+            "in the console and pass it as the session",
+            response=reply.response,
+        )
     if verdict.kind is not Kind.OK:
         raise verdict_error(call, reply.url, verdict, "no session was made", reply.response)
     assert verdict.token is not None
@@ -591,6 +603,12 @@ class Policy:
         token = state.current
         if token is None:
             raise self.not_logged_in()
+        if is_api_token(token):  # what a logout does to a token is unknown: it may revoke it
+            raise LogoutError(
+                f"an API token for {self.url} is not logged out by this library: revoke it "
+                "in the Tanium console (API Tokens) or through the API token endpoints; "
+                "the token is kept"
+            )
         call = logout_call(token, every)
         reply = yield Exchange(call, self.logout_timeout)
         log.debug("%s %s (%s) answered %s", call.method, call.path, cause, reply.status)
@@ -637,6 +655,25 @@ class Policy:
             yield from self._flight(fl, "server", work, done, self.validate_wait)
         if self.gate_error is not None:
             raise VersionMismatchError(self.gate_error)
+
+    def soap(self, fl: Any, sent: str, body: Optional[bytes]) -> bool:
+        """A SOAP 200 from the origin to a request that carried ``sent`` (``body`` None:
+        too long to read): True when it reports an auth failure in-band (judge it as a
+        401/403); else it confirms, or rotates to the ``<session>`` it carries."""
+        if body is None:
+            self.state.confirm(sent)
+            return False
+        failed, new = judge_soap(body, sent)
+        if failed:
+            log.debug("a SOAP answer at %s reports an auth failure in-band", self.url)
+            return True
+        if new is None:
+            self.state.confirm(sent)
+            return False
+        current, changed = self.state.answered(sent, new, 0)
+        if changed and current is not None:
+            self._changed(current, fl, "rotated in a SOAP answer")
+        return False
 
     # -- the steps ----------------------------------------------------------------------
 

@@ -37,9 +37,12 @@ from .protocol import (
     DEFAULT_LOGOUT_TIMEOUT,
     DEFAULT_REFRESH_STATUS_CODES,
     DEFAULT_REVALIDATE_AFTER,
+    GATEWAY_PATH,
     HEADER,
+    MAX_SOAP_BYTES,
     Call,
     login_headers,
+    special_paths,
 )
 from .stores import SessionStore
 
@@ -55,6 +58,16 @@ class _Reply:
 
     def __init__(self, status: int, body: Optional[bytes], url: str) -> None:
         self.status, self.body, self.url = status, body, url
+
+
+async def _read(response: aiohttp.ClientResponse) -> Optional[bytes]:
+    """Read an answer and release its connection; None when it announces more than
+    ``MAX_SOAP_BYTES`` (then it is left unread)."""
+    if (response.content_length or 0) > MAX_SOAP_BYTES:
+        return None
+    body = await response.read()  # it stays readable; its connection goes back now
+    response.release()
+    return body
 
 
 def _timeout_error(message: str) -> Exception:
@@ -204,6 +217,7 @@ class TaniumMiddleware(PolicyFront):
         self._key = (scheme, host.strip("[]"), port)
         self._ssl = ssl
         self._wire = _Wire(self.url, host.strip("[]"), ssl, proxy)
+        self._paths = special_paths(self.url)
 
     @classmethod
     async def from_credentials(
@@ -214,13 +228,14 @@ class TaniumMiddleware(PolicyFront):
         *,
         domain: str = "",
         secondary: str = "",
+        persistent: bool = False,
         **kwargs: Any,
     ) -> TaniumMiddleware:
         """Log in now (with a store, a fresh published session is taken instead), and
         again after every death; ``LoginError`` when the credentials are refused."""
         if "refresh" in kwargs or "session" in kwargs:
             raise TypeError("from_credentials() makes its own session and refresh")
-        credentials = Credentials(login_headers(username, password, domain, secondary))
+        credentials = Credentials(login_headers(username, password, domain, secondary, persistent))
         self = cls(url, refresh=credentials, **kwargs)
         policy = self._policy
         flow = first_session(credentials.headers, policy.login_timeout,
@@ -275,14 +290,21 @@ class TaniumMiddleware(PolicyFront):
         request.headers[HEADER] = token
         response = await handler(request)
         status = response.status
-        if 200 <= status < 300:
-            state.confirm(token)
-            return response
-        if status not in self.refresh_status_codes:
-            return response
         after = flights.started  # only a check begun after this answer can judge it
-        await response.read()  # it stays readable; its connection goes back now
-        response.release()
+        if 200 <= status < 300:
+            special = self._paths.get(request.url.raw_path)
+            if special is None:
+                state.confirm(token)
+                return response
+            if special == GATEWAY_PATH or not self._policy.soap(
+                flights, token, await _read(response)
+            ):
+                return response
+            status = "200 with an in-band auth failure"  # type: ignore[assignment]
+        elif status not in self.refresh_status_codes:
+            return response
+        else:
+            await _read(response)
         cause = f"{request.method} {request.url} answered {status}"
         flow = self._policy.recover(flights, token, cause, response, self.refresh, after)
         new = await self._arun(flow)

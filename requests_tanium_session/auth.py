@@ -26,7 +26,10 @@ from .protocol import (
     DEFAULT_REVALIDATE_AFTER,
     ENV_SESSION,
     ENV_URL,
+    GATEWAY_PATH,
     HEADER,
+    MAX_SOAP_BYTES,
+    SOAP_PATH,
     Default,
     check_seconds,
 )
@@ -244,6 +247,8 @@ class TaniumSessionAuth(StateView, Closing, AuthBase):
         self._prefixes = self._matches.prefixes
         self._hook = self.handle_response
         self._policy = sid.policy
+        #: SOAP and gateway URLs: their 2xx answers are read or left unconfirmed.
+        self._special = (sid.url + SOAP_PATH, sid.url + GATEWAY_PATH)
         if self._requires is not None:
             self._policy.require(SpecCheck(self._requires, sid.url))
         self._gate = self._policy.gate  # a server requirement is unchecked or unmet
@@ -265,10 +270,12 @@ class TaniumSessionAuth(StateView, Closing, AuthBase):
         *,
         domain: str = "",
         secondary: str = "",
+        persistent: bool = False,
         **kwargs: Any,
     ) -> TaniumSessionAuth:
         """Log in with ``POST /auth`` (base64 ``username``/``password`` headers) and use
         the same login as ``refresh``, so the session survives expiry and revocation.
+        ``persistent=True`` asks for a one-week session (``persistent: 1``).
 
         Raises ``LoginError`` when the credentials are refused; the rest as the
         constructor.
@@ -287,7 +294,7 @@ class TaniumSessionAuth(StateView, Closing, AuthBase):
                 allow_http=kwargs.pop("allow_http", False),
             )
         try:
-            login = CredentialLogin(client, username, password, domain, secondary)
+            login = CredentialLogin(client, username, password, domain, secondary, persistent)
             fresh_for = kwargs.get("revalidate_after", DEFAULT_REVALIDATE_AFTER)
             ttl = kwargs.get("expires_after", DEFAULT_EXPIRES_AFTER)
             session = login.first_session(timeout, kwargs.get("store"), fresh_for, ttl)
@@ -384,6 +391,8 @@ class TaniumSessionAuth(StateView, Closing, AuthBase):
         status = r.status_code
         if 200 <= status < 300:
             if sent is not None:
+                if url.startswith(self._special):  # SOAP or the gateway: rare
+                    return self._special_answer(r, url, sent, kwargs)
                 self._state.confirm(sent)
             return r
         if r.is_redirect:
@@ -391,12 +400,34 @@ class TaniumSessionAuth(StateView, Closing, AuthBase):
             return r
         if sent is None or status not in self.refresh_status_codes:
             return r
+        return self._recovered(r, sent, kwargs, f"answered {status}")
+
+    def _recovered(
+        self, r: requests.Response, sent: str, kwargs: dict[str, Any], what: str
+    ) -> requests.Response:
         try:
-            token = self._recover(r, sent)
+            token = self._recover(r, sent, what)
             return r if token is None else self._resend(r, token, kwargs)
         except BaseException:
             _release(r)  # nobody else will read it: give its connection back
             raise
+
+    def _special_answer(
+        self, r: requests.Response, url: str, sent: str, kwargs: dict[str, Any]
+    ) -> requests.Response:
+        """A 2xx from the gateway (confirms nothing) or from SOAP (read, unless streamed:
+        an in-band auth failure is judged as a 401/403)."""
+        path = url.split("?", 1)[0]
+        if path == self._special[1]:
+            return r
+        if path != self._special[0] or kwargs.get("stream"):
+            self._state.confirm(sent)
+            return r
+        length = r.headers.get("content-length", "")
+        body = None if length.isdigit() and int(length) > MAX_SOAP_BYTES else r.content
+        if not self._policy.soap(self._flights, sent, body):
+            return r
+        return self._recovered(r, sent, kwargs, "answered 200 with an in-band auth failure")
 
     def _guard_redirect(self, r: requests.Response, *reqs: requests.PreparedRequest) -> None:
         target = redirect_target(r)
@@ -405,14 +436,14 @@ class TaniumSessionAuth(StateView, Closing, AuthBase):
                 req.headers.pop(HEADER, None)
             log.debug("redirect from %s leaves the Tanium origin: session header removed", r.url)
 
-    def _recover(self, r: requests.Response, sent: str) -> Optional[str]:
+    def _recover(self, r: requests.Response, sent: str, what: str) -> Optional[str]:
         """Decide what a 401/403 to a request that carried ``sent`` means.
 
         Returns the token to resend with, or None when the answer stands (a
         permission answer). Raises when the session cannot be recovered.
         """
         after = self._flights.started  # only a check begun after this answer can judge it
-        cause = f"{r.request.method} {r.url} answered {r.status_code}"
+        cause = f"{r.request.method} {r.url} {what}"
         flow = self._policy.recover(self._flights, sent, cause, r, self.refresh, after)
         new: Optional[str] = self._sid._run(flow)
         return new
@@ -463,7 +494,15 @@ class TaniumSessionAuth(StateView, Closing, AuthBase):
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        for key in ("_policy", "_hook", "on_token_update", "_state", "_fresh", "_flights"):
+        for key in (
+            "_policy",
+            "_special",
+            "_hook",
+            "on_token_update",
+            "_state",
+            "_fresh",
+            "_flights",
+        ):
             state.pop(key, None)
         if isinstance(state.get("refresh"), CredentialLogin):
             state["refresh"] = None  # credentials stay in this process

@@ -37,11 +37,13 @@ from .protocol import (
     DEFAULT_LOGOUT_TIMEOUT,
     DEFAULT_REFRESH_STATUS_CODES,
     DEFAULT_REVALIDATE_AFTER,
+    GATEWAY_PATH,
     HEADER,
     REDACTED,
     SECRET_HEADERS,
     Call,
     login_headers,
+    special_paths,
 )
 from .stores import SessionStore
 
@@ -201,11 +203,12 @@ def _capped(chunks: Any, limit: int) -> Optional[bytes]:
     return b"".join(kept)
 
 
-def _release(response: httpx.Response) -> None:
-    """Read a 401/403 (capped) and close it, so a waiter never holds a connection."""
+def _release(response: httpx.Response) -> Optional[bytes]:
+    """Read an answer (capped) and close it, so a waiter never holds a connection; its
+    body, or None when it was longer than the cap (what was read stays readable)."""
     kept: list[bytes] = []
+    size = 0
     try:
-        size = 0
         for chunk in response.iter_bytes():
             size += len(chunk)
             if size > MAX_ANSWER_BYTES:
@@ -215,13 +218,14 @@ def _release(response: httpx.Response) -> None:
         pass  # a broken body: what arrived stays readable
     finally:
         response.close()
-    response._content = b"".join(kept)
+    response._content = body = b"".join(kept)
+    return body if size <= MAX_ANSWER_BYTES else None
 
 
-async def _arelease(response: httpx.Response) -> None:
+async def _arelease(response: httpx.Response) -> Optional[bytes]:
     kept: list[bytes] = []
+    size = 0
     try:
-        size = 0
         async for chunk in response.aiter_bytes():
             size += len(chunk)
             if size > MAX_ANSWER_BYTES:
@@ -231,7 +235,8 @@ async def _arelease(response: httpx.Response) -> None:
         pass
     finally:
         await response.aclose()
-    response._content = b"".join(kept)
+    response._content = body = b"".join(kept)
+    return body if size <= MAX_ANSWER_BYTES else None
 
 
 def _timeout_error(message: str) -> Exception:
@@ -317,6 +322,7 @@ class TaniumAuth(PolicyFront, httpx.Auth):
         #: ``(scheme, userinfo, host, port)``: the first fields of httpx's parsed URL.
         self._key = (scheme, "", host.strip("[]"), None if port == DEFAULT_PORTS[scheme] else port)
         self._wire = _Wire(self.url, host.strip("[]"), verify, cert, proxy)
+        self._paths = special_paths(self.url)
         self._verify = verify
 
     @classmethod
@@ -328,6 +334,7 @@ class TaniumAuth(PolicyFront, httpx.Auth):
         *,
         domain: str = "",
         secondary: str = "",
+        persistent: bool = False,
         **kwargs: Any,
     ) -> TaniumAuth:
         """Log in now (``POST /auth``, base64 headers; with a store, a fresh published
@@ -335,7 +342,7 @@ class TaniumAuth(PolicyFront, httpx.Auth):
         requests are waiting. ``LoginError`` when the credentials are refused."""
         if "refresh" in kwargs or "session" in kwargs:
             raise TypeError("from_credentials() makes its own session and refresh")
-        credentials = Credentials(login_headers(username, password, domain, secondary))
+        credentials = Credentials(login_headers(username, password, domain, secondary, persistent))
         auth = cls(url, refresh=credentials, **kwargs)
         policy = auth._policy
         flow = first_session(
@@ -433,7 +440,17 @@ class TaniumAuth(PolicyFront, httpx.Auth):
         return await arun(flow, self._wire.aexchange, self._aflights, self._policy.fleet)
 
     def _cause(self, request: httpx.Request, response: httpx.Response) -> str:
-        return f"{request.method} {request.url} answered {response.status_code}"
+        status = response.status_code
+        what = "200 with an in-band auth failure" if status < 300 else str(status)
+        return f"{request.method} {request.url} answered {what}"
+
+    def _special(self, url: httpx.URL) -> Optional[str]:
+        """SOAP_PATH or GATEWAY_PATH when ``url`` (of the origin) is one, else None."""
+        try:
+            path: str = url._uri_reference.path  # the parsed form: see is_tanium_url
+        except AttributeError:  # another httpx
+            path = url.raw_path.split(b"?")[0].decode("ascii", "replace")
+        return self._paths.get(path)
 
     def sync_auth_flow(
         self, request: httpx.Request
@@ -451,14 +468,20 @@ class TaniumAuth(PolicyFront, httpx.Auth):
         request.headers[HEADER] = token
         response = yield request
         status = response.status_code
-        if 200 <= status < 300:
-            if response.url is request.url or self.is_tanium_url(response.url):
-                state.confirm(token)
-            return
-        if status not in self.refresh_status_codes or not self.is_tanium_url(response.url):
-            return  # not a 401/403, or one from another origin after a redirect
         after = flights.started  # only a check begun after this answer can judge it
-        _release(response)
+        if 200 <= status < 300:
+            if response.url is not request.url and not self.is_tanium_url(response.url):
+                return  # another origin's, after a redirect
+            special = self._special(request.url)
+            if not special:
+                state.confirm(token)
+                return
+            if special == GATEWAY_PATH or not self._policy.soap(flights, token, _release(response)):
+                return
+        elif status not in self.refresh_status_codes or not self.is_tanium_url(response.url):
+            return  # not a 401/403, or one from another origin after a redirect
+        else:
+            _release(response)
         cause = self._cause(request, response)
         flow = self._policy.recover(flights, token, cause, response, self.refresh, after)
         new = self._run(flow)
@@ -485,14 +508,22 @@ class TaniumAuth(PolicyFront, httpx.Auth):
         request.headers[HEADER] = token
         response = yield request
         status = response.status_code
-        if 200 <= status < 300:
-            if response.url is request.url or self.is_tanium_url(response.url):
-                state.confirm(token)
-            return
-        if status not in self.refresh_status_codes or not self.is_tanium_url(response.url):
-            return  # not a 401/403, or one from another origin after a redirect
         after = flights.started
-        await _arelease(response)
+        if 200 <= status < 300:
+            if response.url is not request.url and not self.is_tanium_url(response.url):
+                return
+            special = self._special(request.url)
+            if not special:
+                state.confirm(token)
+                return
+            if special == GATEWAY_PATH or not self._policy.soap(
+                flights, token, await _arelease(response)
+            ):
+                return
+        elif status not in self.refresh_status_codes or not self.is_tanium_url(response.url):
+            return
+        else:
+            await _arelease(response)
         cause = self._cause(request, response)
         flow = self._policy.recover(flights, token, cause, response, self.refresh, after)
         new = await self._arun(flow)

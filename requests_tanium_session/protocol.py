@@ -40,10 +40,12 @@ __all__ = [
     "console_call",
     "is_api_token",
     "judge_logout",
+    "judge_soap",
     "judge_token",
     "judge_version",
     "login_call",
     "logout_call",
+    "special_paths",
     "uid_of",
     "validate_call",
     "verdict_error",
@@ -57,11 +59,17 @@ HEADER: Final = "session"
 #: Validates, logs in (credentials) and logs out session ids.
 AUTH_PATH: Final = "/auth"
 
-#: Validates API tokens (JSON ``{"session": token}``).
-VALIDATE_PATH: Final = "/api/v2/session/validate"
+#: Tells whether an API token lives (``GET`` with the ``session`` header).
+CURRENT_PATH: Final = "/api/v2/session/current"
 
-#: Ends an API token's session.
-LOGOUT_PATH: Final = "/api/v2/session/logout"
+#: The SOAP endpoint: failures come in-band, in a 200.
+SOAP_PATH: Final = "/soap"
+
+#: The API Gateway (GraphQL): its 2xx answers do not confirm the session.
+GATEWAY_PATH: Final = "/plugin/products/gateway/graphql"
+
+#: Hosts of Tanium Cloud, which takes API tokens only.
+CLOUD_SUFFIX: Final = ".cloud.tanium.com"
 
 #: Unauthenticated console configuration carrying ``serverVersion``.
 CONSOLE_PATH: Final = "/config/console.json"
@@ -166,6 +174,14 @@ def check_token(value: object, what: str = "session") -> str:
     return value
 
 
+def special_paths(base_url: str) -> dict[str, str]:
+    """The paths under ``base_url`` whose 2xx answers are not a plain confirmation:
+    ``{path: SOAP_PATH or GATEWAY_PATH}``."""
+    prefix = base_url.split("://", 1)[-1].partition("/")[2]
+    prefix = "/" + prefix if prefix else ""
+    return {prefix + SOAP_PATH: SOAP_PATH, prefix + GATEWAY_PATH: GATEWAY_PATH}
+
+
 def is_api_token(token: str) -> bool:
     """True for a Tanium API token (``token-…``), False for a session id."""
     return token.startswith(API_TOKEN_PREFIX)
@@ -205,15 +221,16 @@ class Call:
 
 
 def validate_call(token: str) -> Call:
-    """Validate ``token``: ``POST /auth`` for session ids, REST validate for API tokens."""
+    """Validate ``token``: ``POST /auth`` for session ids, ``GET /api/v2/session/current``
+    for API tokens (a 2xx: alive)."""
     if is_api_token(token):
-        return Call("POST", VALIDATE_PATH, json={"session": token}, limit=MAX_JSON_BYTES,
+        return Call("GET", CURRENT_PATH, headers={HEADER: token}, limit=MAX_JSON_BYTES,
                     api=True, sent=token)  # fmt: skip
     return Call("POST", AUTH_PATH, headers={HEADER: token}, sent=token)
 
 
 def login_headers(
-    username: str, password: str, domain: str = "", secondary: str = ""
+    username: str, password: str, domain: str = "", secondary: str = "", persistent: bool = False
 ) -> dict[str, str]:
     """Headers of a credential login; ``ValueError``/``TypeError`` never show a value."""
     for name, value in (("username", username), ("password", password)):
@@ -234,6 +251,10 @@ def login_headers(
             if any(ord(c) < 0x20 or ord(c) > 0x7E for c in value):
                 raise ValueError(f"{name} must be printable ASCII")
             headers[name] = value
+    if not isinstance(persistent, bool):
+        raise TypeError("persistent must be True or False")
+    if persistent:
+        headers["persistent"] = "1"  # a one-week session (documented for 6.x)
     return headers
 
 
@@ -243,12 +264,8 @@ def login_call(headers: Mapping[str, str]) -> Call:
 
 
 def logout_call(token: str, every: bool = False) -> Call:
-    """End this session (``logout: 0``) or every session of its user (``logout: 1``)."""
-    if is_api_token(token):
-        if every:
-            raise TypeError("logout_all() needs a session id, not an API token")
-        return Call("POST", LOGOUT_PATH, json={"session": token}, limit=MAX_JSON_BYTES,
-                    api=True, sent=token)  # fmt: skip
+    """End this session (``logout: 0``) or every session of its user (``logout: 1``);
+    a session id only (API tokens are revoked in the console or the token API)."""
     flag = "1" if every else "0"
     return Call("POST", AUTH_PATH, headers={HEADER: token, "logout": flag}, sent=token)
 
@@ -315,23 +332,48 @@ def judge_token(call: Call, status: int, body: Optional[bytes]) -> Verdict:
         )
     else:
         refused = "the session was rejected: it expired or was revoked"
+    if call.api:  # GET /api/v2/session/current: any 2xx means the token lives
+        if 200 <= status < 300:
+            return Verdict(Kind.OK, f"answered {status}", token=call.sent)
+        return _status_verdict(status, refused)
     if status != 200:
         return _status_verdict(status, refused)
     if body is None:
         return Verdict(Kind.MALFORMED, "answered 200 with a body too long to be a token")
-    if call.api:
-        data = _json(body)
-        if isinstance(data, dict) and isinstance(data.get("data"), dict):
-            data = data["data"]
-        value = data.get("session") if isinstance(data, dict) else None
-    else:
-        try:
-            value = body.decode("ascii")
-        except UnicodeDecodeError:
-            value = None
+    try:
+        value: Optional[str] = body.decode("ascii")
+    except UnicodeDecodeError:
+        value = None
     if not isinstance(value, str) or not _answer_shaped(value, call.sent):
         return Verdict(Kind.MALFORMED, "answered 200 with something that is not a token")
     return Verdict(Kind.OK, "answered 200", token=value)
+
+
+_SOAP_COMMAND = re.compile(rb"<command>(.*?)</command>", re.DOTALL)
+_SOAP_SESSION = re.compile(rb"<session>([^<]*)</session>")
+_SOAP_FAILURES = (b"403", b"forbidden", b"rbacinsufficientprivilege")
+
+#: Largest SOAP answer read for in-band failures and a new ``<session>``.
+MAX_SOAP_BYTES: Final = 1 << 20
+
+
+def judge_soap(body: bytes, sent: str) -> tuple[bool, Optional[str]]:
+    """A SOAP 200: ``(failed, session)``. ``failed`` when its ``<command>`` reports an
+    auth failure in-band (403/Forbidden for a dead session, RBACInsufficientPrivilege
+    for a missing permission: one validation tells them apart); ``session`` is a
+    token-shaped ``<session>`` that differs from ``sent``, else None."""
+    command = _SOAP_COMMAND.search(body)
+    failed = command is not None and any(w in command.group(1).lower() for w in _SOAP_FAILURES)
+    match = _SOAP_SESSION.search(body)
+    new: Optional[str] = None
+    if match is not None and not failed:
+        try:
+            value = match.group(1).decode("ascii")
+        except UnicodeDecodeError:
+            value = ""
+        if value and value != sent and _answer_shaped(value, sent):
+            new = value
+    return failed, new
 
 
 def judge_logout(status: int) -> Verdict:

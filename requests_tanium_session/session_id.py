@@ -76,8 +76,9 @@ class CredentialLogin(Credentials):
         password: str,
         domain: str = "",
         secondary: str = "",
+        persistent: bool = False,
     ) -> None:
-        super().__init__(login_headers(username, password, domain, secondary))
+        super().__init__(login_headers(username, password, domain, secondary, persistent))
         self._client = client
         self._sid: Optional[SessionId] = None
 

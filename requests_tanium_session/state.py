@@ -6,13 +6,14 @@ No I/O. Every change happens under ``lock``; reads on the hot path (:meth:`fresh
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import deque
 from time import monotonic
 from typing import Optional
 
-from .protocol import DEFAULT_REVALIDATE_AFTER
+from .protocol import API_TOKEN_PREFIX, DEFAULT_REVALIDATE_AFTER
 
 __all__ = ["StateView", "TokenState"]
 
@@ -47,9 +48,13 @@ class TokenState:
         self._stamp(self.confirmed_at)
 
     def _stamp(self, at: float) -> None:
-        # Two plain floats replaced whole: readers never see a half-done update.
+        # Two plain floats replaced whole: readers never see a half-done update. An API
+        # token has an absolute lifetime, not an idle one: it never goes stale (a
+        # 401/403 with it is still judged).
         self.confirmed_at = at
-        self.stale_at = at + self._revalidate_after
+        token = self.current
+        idle = token is None or not token.startswith(API_TOKEN_PREFIX)
+        self.stale_at = at + self._revalidate_after if idle else math.inf
 
     def fresh(self) -> Optional[str]:
         """The token if confirmed less than ``revalidate_after`` ago, else None."""

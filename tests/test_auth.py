@@ -234,13 +234,14 @@ def test_api_token_through_the_adapter(server: TaniumServer, http: requests.Sess
         assert auth.session_id.uid is None
         time.sleep(0.02)
         assert http.get(server.url + "/api/v2/sensors").status_code == 200
-        assert server.count("/api/v2/session/validate") == 1
+        assert server.count("/api/v2/session/current") == 0  # never stale: no check
         server.revoke(token)
         with pytest.raises(LoginError) as info:
             http.get(server.url + "/api/v2/sensors")
         for word in ("expired", "revoked", "rotated", "trusted"):
             assert word in str(info.value)
         assert token not in str(info.value)
+        assert server.count("/api/v2/session/current") == 1  # the 401 was judged
     assert server.count("/auth") == 0
 
 

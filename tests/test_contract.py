@@ -384,9 +384,11 @@ def test_redirected_auth_calls_send_nothing_elsewhere(
     home.redirect("/auth", elsewhere.url + "/auth", status=status, count=2)
     with pytest.raises(LoginError):
         front.one(auth, home.url + SENSORS)
-    # An API token's REST validation, redirected.
-    auth = front.auth(home.url, home.new_api_token(), revalidate_after=0)
-    home.redirect("/api/v2/session/validate", elsewhere.url + "/x", status=status)
+    # An API token's check after a 401, redirected.
+    token = home.new_api_token()
+    auth = front.auth(home.url, token)
+    home.revoke(token)
+    home.redirect("/api/v2/session/current", elsewhere.url + "/x", status=status)
     with pytest.raises(LoginError):
         front.one(auth, home.url + SENSORS)
     assert list(elsewhere.received()) == []

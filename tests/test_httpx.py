@@ -239,11 +239,11 @@ def test_from_credentials_refused(server: TaniumServer) -> None:
         pickle.dumps(auth.refresh)
 
 
-def test_api_token_is_validated_by_rest_never_auth(server: TaniumServer) -> None:
+def test_api_token_is_never_revalidated_for_idleness(server: TaniumServer) -> None:
     auth = TaniumAuth(server.url, server.new_api_token(), revalidate_after=0)
     with auth.client() as client:
         assert client.get(SENSORS).status_code == 200
-    assert server.count("/api/v2/session/validate") == 1 and server.count("/auth") == 0
+    assert server.count("/api/v2/session/current") == 0 and server.count("/auth") == 0
 
 
 # -- hostile and unavailable servers ----------------------------------------------------

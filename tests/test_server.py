@@ -50,9 +50,13 @@ def test_protected_endpoints(server: TaniumServer) -> None:
     token = server.new_session()
     h = {"session": token}
     assert requests.get(server.url + "/api/v2/sensors", headers=h).status_code == 200
-    assert (
-        requests.post(server.url + "/soap", headers=h, data=b"<x/>").headers["Content-Type"]
-        == "text/xml"
+    soap = requests.post(server.url + "/soap", headers=h, data=b"<x/>")
+    assert soap.headers["Content-Type"].startswith("text/xml")
+    assert f"<session>{token}</session>".encode() in soap.content
+    dead = requests.post(server.url + "/soap", data=b"<x/>")
+    assert dead.status_code == 200 and b"403 Forbidden" in dead.content  # in-band
+    assert requests.post(server.url + "/auth", headers=h).headers["Content-Type"] == (
+        "text/plain; charset=us-ascii"
     )
     assert requests.get(server.url + "/api/v2/denied", headers=h).status_code == 403
     assert requests.get(server.url + "/api/v2/sensors").status_code == 403
@@ -102,10 +106,14 @@ def test_api_tokens(server: TaniumServer) -> None:
     server.clock.advance(11)
     assert not server.is_valid(token)
     untrusted = server.new_api_token(trusted=False)
-    assert (
+    assert (  # as real servers answer an invalid or untrusted API token
         requests.get(server.url + "/api/v2/sensors", headers={"session": untrusted}).status_code
-        == 403
+        == 401
     )
+    current = server.url + "/api/v2/session/current"
+    assert requests.get(current, headers={"session": untrusted}).status_code == 401
+    live = server.new_api_token()
+    assert requests.get(current, headers={"session": live}).json() == {"data": {"id": 1}}
 
 
 def test_faults_and_counters(server: TaniumServer) -> None:

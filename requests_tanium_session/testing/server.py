@@ -35,6 +35,13 @@ DEFAULT_VERSION = "7.3.314.3424"
 #: Idle lifetime of a session, the server setting ``session_expiration_seconds``.
 DEFAULT_EXPIRATION = 300.0
 
+#: Idle lifetime of a persistent session (``persistent: 1`` on a login): one week.
+PERSISTENT_SECONDS = 7 * 86400.0
+
+#: Paths the server answers that the library names too.
+CURRENT_PATH = "/api/v2/session/current"
+GATEWAY_PATH = "/plugin/products/gateway/graphql"
+
 #: Built-in user: name, password and uid.
 DEFAULT_USER = ("admin", "local-tanium-password", 1)
 
@@ -102,6 +109,7 @@ class _Session:
     api: bool = False
     trusted: bool = True
     expires_at: Optional[float] = None  # API tokens: absolute expiry on the clock
+    lifetime: Optional[float] = None  # idle lifetime when not the server's (persistent)
 
 
 class _Server(ThreadingHTTPServer):
@@ -245,7 +253,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 _JSON = {"Content-Type": "application/json"}
-_TEXT = {"Content-Type": "text/plain"}
+_TEXT = {"Content-Type": "text/plain; charset=us-ascii"}
 
 
 def _json(status: int, data: Any) -> tuple[int, bytes, dict[str, str]]:
@@ -322,6 +330,12 @@ class TaniumServer:
         self.auth_reject_status = auth_reject_status
         #: Answer ``/api/v2/session/validate`` with a bare ``{"session": …}``.
         self.validate_bare = False
+        #: Answer SOAP with a new session in ``<session>`` (the old one ends).
+        self.rotate_on_soap = False
+        #: Answer SOAP to a live session with ``RBACInsufficientPrivilege`` in-band.
+        self.soap_denied = False
+        #: Credential logins that asked for a persistent session (``persistent: 1``).
+        self.persistent_logins = 0
         #: Paths that answer 403 to a live session: "permission denied".
         self.denied_paths: set[str] = {"/api/v2/denied"}
         self.clock = Clock()
@@ -414,11 +428,11 @@ class TaniumServer:
             self._users[name] = user
         return user
 
-    def _issue(self, uid: int) -> str:
+    def _issue(self, uid: int, lifetime: Optional[float] = None) -> str:
         self._counter += 1
         token = f"{uid}-{self._counter}-{secrets.token_hex(64)}"
         self.issued.append(token)
-        self._sessions[token] = _Session(token, uid, self.clock.now())
+        self._sessions[token] = _Session(token, uid, self.clock.now(), lifetime=lifetime)
         return token
 
     def new_session(self, uid: int = DEFAULT_USER[2]) -> str:
@@ -566,7 +580,7 @@ class TaniumServer:
         if sess.api:
             if sess.expires_at is not None and now >= sess.expires_at:
                 return None
-        elif now - sess.last_seen > self.session_expiration_seconds:
+        elif now - sess.last_seen > (sess.lifetime or self.session_expiration_seconds):
             del self._sessions[token]
             return None
         return sess
@@ -584,9 +598,15 @@ class TaniumServer:
             return _json(200, {"serverVersion": self.version, "consoleVersion": self.version})
         if path == "/auth" and method == "POST":
             return self._auth(headers)
+        if path == CURRENT_PATH and method == "GET":
+            return self._current(headers)
         if path.startswith("/api/v2/session/") and method == "POST":
             return self._session_api(path, headers, body)
-        if path.startswith("/api/v2/") or path == "/soap":
+        if path == "/soap":
+            return self._soap(headers)
+        if path == GATEWAY_PATH:
+            return self._gateway(headers)
+        if path.startswith("/api/v2/"):
             return self._protected(method, path, headers, body)
         return _json(404, {"text": "not found"})
 
@@ -614,7 +634,10 @@ class TaniumServer:
                     or (user.domain and headers.get("domain", "") != user.domain)
                 ):
                     return self.auth_reject_status, b"", dict(_TEXT)
-                return 200, self._issue(user.uid).encode(), dict(_TEXT)
+                lifetime = PERSISTENT_SECONDS if headers.get("persistent") == "1" else None
+                if lifetime is not None:
+                    self.persistent_logins += 1
+                return 200, self._issue(user.uid, lifetime).encode(), dict(_TEXT)
         token = headers.get("session", "")
         with self._lock:
             sess = self._touch(token)
@@ -664,6 +687,54 @@ class TaniumServer:
                 return _json(200, {})
         return _json(404, {"text": "not found"})
 
+    def _refused(self, token: str) -> tuple[int, bytes, dict[str, str]]:
+        """A dead session's answer: 401 for an API token (as real servers), else
+        ``dead_status``."""
+        if token in self._rejected:
+            self.used_after_rejection += 1
+        status = 401 if token.startswith("token-") else self.dead_status
+        return _json(status, {"text": "not a valid session"})
+
+    def _current(self, headers: dict[str, str]) -> tuple[int, bytes, dict[str, str]]:
+        token = headers.get("session", "")
+        with self._lock:
+            sess = self._touch(token) if token else None
+            if sess is None or not sess.trusted:
+                self._rejected.add(token)
+                return _json(401, {"text": "not a valid session"})
+            return _json(200, {"data": {"id": sess.uid}})
+
+    def _soap(self, headers: dict[str, str]) -> tuple[int, bytes, dict[str, str]]:
+        """SOAP answers 200, failures in-band; every answer carries ``<session>``."""
+        token = headers.get("session", "")
+        with self._lock:
+            sess = self._touch(token) if token else None
+            if sess is None or not sess.trusted:
+                if token in self._rejected:
+                    self.used_after_rejection += 1
+                command, token = "ERROR: 403 Forbidden", ""
+            elif self.soap_denied:
+                command = "RBACInsufficientPrivilege"
+            else:
+                command = "GetObject"
+                if self.rotate_on_soap:
+                    del self._sessions[token]
+                    token = self._issue(sess.uid)
+        xml = (
+            f"<soap:Envelope><soap:Body><t:return><command>{command}</command><session>{token}</session>"
+            "<ID>1</ID><result_object/></t:return></soap:Body></soap:Envelope>"
+        )
+        return 200, xml.encode(), {"Content-Type": "text/xml;charset=UTF-8"}
+
+    def _gateway(self, headers: dict[str, str]) -> tuple[int, bytes, dict[str, str]]:
+        """The API Gateway: the same header; it does not slide the idle clock."""
+        token = headers.get("session", "")
+        with self._lock:
+            sess = self._live(token) if token else None
+            if sess is None or not sess.trusted:
+                return _json(401, {"errors": [{"message": "not a valid session"}]})
+        return _json(200, {"data": {"endpoints": {"edges": []}}})
+
     def _protected(
         self, method: str, path: str, headers: dict[str, str], body: bytes
     ) -> tuple[int, bytes, dict[str, str]]:
@@ -671,15 +742,10 @@ class TaniumServer:
         with self._lock:
             sess = self._touch(token) if token else None
             if sess is None or not sess.trusted:
-                if token in self._rejected:
-                    self.used_after_rejection += 1
-                return _json(self.dead_status, {"text": "not a valid session"})
+                return self._refused(token)
             uid = sess.uid
         if path in self.denied_paths:
             return _json(403, {"text": "permission denied"})
-        if path == "/soap":
-            xml = b"<soap:Envelope><soap:Body><ok/></soap:Body></soap:Envelope>"
-            return 200, xml, {"Content-Type": "text/xml"}
         if path == "/api/v2/sensors":
             return _json(
                 200, {"data": [{"id": 1, "name": "Computer Name"}, {"id": 2, "name": "IP Address"}]}
