@@ -7,7 +7,7 @@ and how to read the answer come from :mod:`.protocol`.
 
 The verbs, each with one meaning:
 
-- *validate*: ask the server whether the token lives (one ``/auth`` or REST validate
+- *validate*: ask the server whether the token lives (one ``/auth`` call, or ``GET /api/v2/session/current`` for an API token
   call); ``login()`` is pytan3's name for the same thing.
 - *recheck*: validate to judge a 401/403, with a check begun after that answer.
 - *renew*: replace a dead session with the one ``refresh()`` returns.

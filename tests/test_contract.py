@@ -565,7 +565,7 @@ def test_from_credentials_logs_in_now_with_secondary(server: TaniumServer, front
 
 DECISIONS = [
     "validate_call", "login_call", "logout_call", "console_call",
-    "judge_token", "judge_logout", "judge_version", "verdict_error",
+    "judge_token", "judge_logout", "judge_version", "judge_soap", "verdict_error",
     "adoptable", "take", "recovery_failure", "refreshed_token",
 ]  # fmt: skip
 
@@ -590,3 +590,135 @@ def test_each_builder_judge_and_adoption_rule_is_called_from_one_module() -> Non
                 if name in callers:
                     callers[name].add(path.name)
     assert {name: sorted(mods) for name, mods in callers.items() if len(mods) != 1} == {}
+
+
+# -- the Tanium protocol as real servers speak it --------------------------------------
+
+SOAP = "/soap"
+GATEWAY = "/plugin/products/gateway/graphql"
+SOAP_BODY = b"<soap:Envelope><soap:Body><GetObject/></soap:Body></soap:Envelope>"
+
+
+def _post(front: Front, auth: Auth, url: str, body: bytes = SOAP_BODY) -> Any:
+    """One POST of ``body`` to ``url`` through ``front``; its response (as ``one``)."""
+    if front.aiohttp:
+        assert isinstance(auth, TaniumMiddleware)
+
+        async def go() -> Any:
+            async with auth.client_session() as s, s.post(url, data=body) as r:
+                return _Hop(r, await r.text())
+
+        return asyncio.run(go())
+    if front.httpx:
+        assert isinstance(auth, TaniumAuth)
+        if front.name == "httpx-async":
+
+            async def ago() -> Any:
+                async with auth.async_client() as c:
+                    return await c.post(url, content=body)
+
+            return asyncio.run(ago())
+        with auth.client() as c:
+            return c.post(url, content=body)
+    with requests.Session() as s:
+        s.auth = auth
+        return s.post(url, data=body, timeout=10)
+
+
+def test_soap_in_band_dead_session_is_refreshed_and_resent(
+    server: TaniumServer, front: Front
+) -> None:
+    session = server.new_session()
+    auth = front.auth(server.url, session, refresh=server.new_session)
+    server.revoke(session)
+    response = _post(front, auth, server.url + SOAP)
+    assert response.status_code == 200 and "GetObject" in response.text
+    assert server.auth_calls["validate"] == 1 and server.count(SOAP) == 2
+
+
+def test_soap_in_band_dead_session_without_refresh_raises(
+    server: TaniumServer, front: Front
+) -> None:
+    session = server.new_session()
+    auth = front.auth(server.url, session)
+    server.revoke(session)
+    with pytest.raises(LoginError, match="in-band"):
+        _post(front, auth, server.url + SOAP)
+
+
+def test_soap_permission_answer_returned_as_it_came(server: TaniumServer, front: Front) -> None:
+    auth = front.auth(server.url, server.new_session())
+    server.soap_denied = True
+    response = _post(front, auth, server.url + SOAP)
+    assert "RBACInsufficientPrivilege" in response.text
+    assert server.auth_calls["validate"] == 1 and server.count(SOAP) == 1
+
+
+def test_soap_session_rotation_is_adopted(server: TaniumServer, front: Front) -> None:
+    seen: list[str] = []
+    old = server.new_session()
+    auth = front.auth(server.url, old, on_token_update=seen.append)
+    server.rotate_on_soap = True
+    assert _post(front, auth, server.url + SOAP).status_code == 200
+    assert len(seen) == 1 and seen[0] != old and server.is_valid(seen[0])
+    server.rotate_on_soap = False
+    assert statuses(front.get(auth, server.url + SENSORS)) == [200]
+    assert server.count("/auth") == 0  # the new session was confirmed by the answer
+
+
+def test_api_token_never_revalidated_for_idleness(server: TaniumServer, front: Front) -> None:
+    auth = front.auth(server.url, server.new_api_token(), revalidate_after=0)
+    assert statuses(front.get(auth, server.url + SENSORS, n=4)) == [200] * 4
+    assert server.count("/api/v2/session/current") == 0 and server.count("/auth") == 0
+
+
+def test_api_token_401_is_judged_by_session_current(server: TaniumServer, front: Front) -> None:
+    token = server.new_api_token()
+    auth = front.auth(server.url, token)
+    response = front.one(auth, server.url + DENIED)  # alive: the 403 stands
+    assert response.status_code == 403 and server.count("/api/v2/session/current") == 1
+    server.revoke(token)
+    with pytest.raises(LoginError) as info:
+        front.one(auth, server.url + SENSORS)
+    assert server.count(SENSORS, 401) == 1 and server.count("/api/v2/session/current") == 2
+    for word in ("expired", "revoked", "rotated", "trusted"):
+        assert word in str(info.value)
+    assert token not in str(info.value)
+
+
+def test_api_token_logout_sends_nothing(server: TaniumServer, front: Front) -> None:
+    from requests_tanium_session import LogoutError
+
+    token = server.new_api_token()
+    auth = front.auth(server.url, token)
+    with pytest.raises(LogoutError, match="revoke it in the Tanium console"):
+        if isinstance(auth, TaniumMiddleware):
+            asyncio.run(auth.logout())
+        else:
+            auth.logout()
+    assert auth.logged_in and server.is_valid(token) and list(server.received()) == []
+
+
+def test_gateway_answers_do_not_confirm(server: TaniumServer, front: Front) -> None:
+    auth = front.auth(server.url, server.new_session(), revalidate_after=0.4)
+    time.sleep(0.2)
+    assert _post(front, auth, server.url + GATEWAY, b'{"query": "{ now }"}').status_code == 200
+    time.sleep(0.25)  # 0.45 s after the last confirmation: stale
+    assert statuses(front.get(auth, server.url + SENSORS)) == [200]
+    assert server.auth_calls["validate"] == 1
+
+
+def test_gateway_401_recovers(server: TaniumServer, front: Front) -> None:
+    session = server.new_session()
+    auth = front.auth(server.url, session, refresh=server.new_session)
+    server.revoke(session)
+    response = _post(front, auth, server.url + GATEWAY, b'{"query": "{ now }"}')
+    assert response.status_code == 200 and server.count(GATEWAY) == 2
+
+
+def test_persistent_login(server: TaniumServer, front: Front) -> None:
+    auth = front.from_credentials(server.url, USER, PASSWORD, persistent=True)
+    assert auth.logged_in and server.persistent_logins == 1
+    assert next(server.received("/auth")).headers["persistent"] == "1"
+    front.from_credentials(server.url, USER, PASSWORD)
+    assert server.persistent_logins == 1  # off by default

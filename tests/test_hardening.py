@@ -237,7 +237,7 @@ def test_deeply_nested_json_is_a_malformed_answer(
         return
     token = server.new_session()
     sid = SessionId(client, token)
-    with pytest.raises(LoginError, match="not a token|too long"):
+    with pytest.raises(LoginError, match=r"not a token|too long"):
         sid.validate()
     assert sid.state.current == token
 
