@@ -7,8 +7,9 @@ and how to read the answer come from :mod:`.protocol`.
 
 The verbs, each with one meaning:
 
-- *validate*: ask the server whether the token lives (one ``/auth`` call, or ``GET /api/v2/session/current`` for an API token
-  call); ``login()`` is pytan3's name for the same thing.
+- *validate*: ask the server whether the token lives (one ``/auth`` call, or
+  ``GET /api/v2/session/current`` for an API token); ``login()`` is pytan3's name for
+  the same thing.
 - *recheck*: validate to judge a 401/403, with a check begun after that answer.
 - *renew*: replace a dead session with the one ``refresh()`` returns.
 - *log in*: trade credentials for a new session (:class:`CredentialLogin`).
