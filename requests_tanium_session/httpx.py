@@ -447,10 +447,9 @@ class TaniumAuth(PolicyFront, httpx.Auth):
     def _special(self, url: httpx.URL) -> Optional[str]:
         """SOAP_PATH or GATEWAY_PATH when ``url`` (of the origin) is one, else None."""
         try:
-            path: str = url._uri_reference.path  # the parsed form: see is_tanium_url
+            return self._paths.get(url._uri_reference.path)  # see is_tanium_url
         except AttributeError:  # another httpx
-            path = url.raw_path.split(b"?")[0].decode("ascii", "replace")
-        return self._paths.get(path)
+            return self._paths.get(url.raw_path.split(b"?")[0].decode("ascii", "replace"))
 
     def sync_auth_flow(
         self, request: httpx.Request
@@ -468,19 +467,20 @@ class TaniumAuth(PolicyFront, httpx.Auth):
         request.headers[HEADER] = token
         response = yield request
         status = response.status_code
-        after = flights.started  # only a check begun after this answer can judge it
         if 200 <= status < 300:
-            if response.url is not request.url and not self.is_tanium_url(response.url):
+            if response._request is not request and not self.is_tanium_url(response.url):
                 return  # another origin's, after a redirect
             special = self._special(request.url)
-            if not special:
+            if special is None:
                 state.confirm(token)
                 return
+            after = flights.started
             if special == GATEWAY_PATH or not self._policy.soap(flights, token, _release(response)):
                 return
         elif status not in self.refresh_status_codes or not self.is_tanium_url(response.url):
             return  # not a 401/403, or one from another origin after a redirect
         else:
+            after = flights.started  # only a check begun after this answer can judge it
             _release(response)
         cause = self._cause(request, response)
         flow = self._policy.recover(flights, token, cause, response, self.refresh, after)
@@ -508,14 +508,14 @@ class TaniumAuth(PolicyFront, httpx.Auth):
         request.headers[HEADER] = token
         response = yield request
         status = response.status_code
-        after = flights.started
         if 200 <= status < 300:
-            if response.url is not request.url and not self.is_tanium_url(response.url):
+            if response._request is not request and not self.is_tanium_url(response.url):
                 return
             special = self._special(request.url)
-            if not special:
+            if special is None:
                 state.confirm(token)
                 return
+            after = flights.started
             if special == GATEWAY_PATH or not self._policy.soap(
                 flights, token, await _arelease(response)
             ):
@@ -523,6 +523,7 @@ class TaniumAuth(PolicyFront, httpx.Auth):
         elif status not in self.refresh_status_codes or not self.is_tanium_url(response.url):
             return
         else:
+            after = flights.started  # only a check begun after this answer can judge it
             await _arelease(response)
         cause = self._cause(request, response)
         flow = self._policy.recover(flights, token, cause, response, self.refresh, after)
