@@ -26,6 +26,7 @@ only for what needs no waiting: ``started``, ``land``, ``callback`` and ``in_cal
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Collection, Generator
 from dataclasses import dataclass, field
@@ -56,6 +57,7 @@ from .protocol import (
     judge_token,
     login_call,
     logout_call,
+    token_shaped,
     uid_of,
     validate_call,
     verdict_error,
@@ -194,23 +196,35 @@ class Adoption:
     fresh: bool  # usable now; otherwise adopt it, then validate it
 
 
+#: How far in the future a record's ``confirmed_at`` may be (clocks of a fleet differ).
+CLOCK_SKEW = 5.0
+
+
 def adoptable(
     record: Any,
     *,
+    origin: str,
     current: Optional[str],
     got_at: float,
     revalidate_after: float,
     exclude: Collection[Optional[str]],
     fresh_only: bool,
 ) -> Optional[Adoption]:
-    """Whether a process holding ``current`` (got at wall time ``got_at``) takes the
-    store's ``record``: when it is fresh, or newer than ``current`` (then it is
-    validated first). Never a token in ``exclude`` (known dead here, or the one a
-    401/403 refused).
+    """Whether a process of ``origin`` holding ``current`` (got at wall time ``got_at``)
+    takes the store's ``record``: when it is fresh, or newer than ``current`` (then it
+    is validated first). Never a record of another origin, a token that is not
+    token-shaped (the rule for ``/auth`` answers), a ``confirmed_at`` that is not finite
+    or lies in the future beyond ``CLOCK_SKEW``, or a token in ``exclude`` (known dead
+    here, or the one a 401/403 refused).
     """
-    if record is None or record.token in exclude:
+    if record is None or record.origin != origin or record.token in exclude:
         return None
-    age = max(0.0, time.time() - record.confirmed_at)
+    now = time.time()
+    if not math.isfinite(record.confirmed_at) or record.confirmed_at > now + CLOCK_SKEW:
+        return None
+    if not token_shaped(record.token, current):
+        return None
+    age = max(0.0, now - record.confirmed_at)
     fresh = age < revalidate_after
     if record.token == current:
         return Adoption(record.token, age, True) if fresh else None
@@ -220,7 +234,7 @@ def adoptable(
 
 
 def take(
-    state: TokenState, record: Any, exclude: Optional[str], fresh_only: bool
+    state: TokenState, record: Any, origin: str, exclude: Optional[str], fresh_only: bool
 ) -> tuple[Optional[str], bool]:
     """Adopt ``record`` into ``state`` when :func:`adoptable` says so.
 
@@ -229,6 +243,7 @@ def take(
     """
     found = adoptable(
         record,
+        origin=origin,
         current=state.current,
         got_at=state.got_at,
         revalidate_after=state.revalidate_after,
@@ -306,17 +321,19 @@ def login(headers: dict[str, str], timeout: float) -> Flow:
     return verdict.token
 
 
-def first_session(headers: dict[str, str], timeout: float, fresh_for: float, stored: bool) -> Flow:
-    """The session to start with: with a store (``stored``), a record fresh for
-    ``fresh_for`` seconds, else a login under the fleet lock, published, so a fleet
-    that starts together logs in once; alone, a login."""
-    if not stored:
+def first_session(
+    headers: dict[str, str], timeout: float, fresh_for: float, origin: Optional[str]
+) -> Flow:
+    """The session to start with: with a store (the fleet's ``origin`` given), a record
+    fresh for ``fresh_for`` seconds, else a login under the fleet lock, published, so a
+    fleet that starts together logs in once; alone, a login."""
+    if origin is None:
         return (yield from login(headers, timeout))
 
     def fresh(record: Any) -> Optional[str]:
         found = adoptable(
-            record, current=None, got_at=float("inf"), revalidate_after=fresh_for,
-            exclude=(), fresh_only=True,
+            record, origin=origin, current=None, got_at=float("inf"),
+            revalidate_after=fresh_for, exclude=(), fresh_only=True,
         )  # fmt: skip
         return None if found is None else found.token
 
@@ -707,7 +724,7 @@ class Policy:
     ) -> Optional[str]:
         """Adopt the store's token as :func:`take` decides; the token to use now, or
         None when this process must ask the server."""
-        token, changed = take(self.state, record, exclude, fresh_only)
+        token, changed = take(self.state, record, self.fleet.origin, exclude, fresh_only)
         if changed and self.state.current is not None:
             self._changed(self.state.current, fl, "adopted from the session store")
         return token

@@ -238,8 +238,9 @@ class TaniumMiddleware(PolicyFront):
         credentials = Credentials(login_headers(username, password, domain, secondary, persistent))
         self = cls(url, refresh=credentials, **kwargs)
         policy = self._policy
+        origin = None if policy.fleet is None else policy.fleet.origin
         flow = first_session(credentials.headers, policy.login_timeout,
-                             self.revalidate_after, policy.fleet is not None)  # fmt: skip
+                             self.revalidate_after, origin)  # fmt: skip
         policy.start(await self._arun(flow))
         return self
 

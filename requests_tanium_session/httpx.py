@@ -347,7 +347,7 @@ class TaniumAuth(PolicyFront, httpx.Auth):
         policy = auth._policy
         flow = first_session(
             credentials.headers, policy.login_timeout, auth._state.revalidate_after,
-            policy.fleet is not None,
+            None if policy.fleet is None else policy.fleet.origin,
         )  # fmt: skip
         token: str = run(flow, auth._wire.exchange, auth._flights, policy.fleet)
         policy.start(token)

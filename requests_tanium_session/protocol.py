@@ -46,6 +46,7 @@ __all__ = [
     "login_call",
     "logout_call",
     "special_paths",
+    "token_shaped",
     "uid_of",
     "validate_call",
     "verdict_error",
@@ -191,6 +192,13 @@ def uid_of(token: str) -> Optional[int]:
     """The user id of a ``uid-counter-hex`` session id, else None."""
     match = _SESSION_ID_RE.fullmatch(token)
     return int(match.group(1)) if match else None
+
+
+def token_shaped(answer: str, sent: Optional[str]) -> bool:
+    """True when ``answer`` may be adopted as a token: 16-4096 characters of
+    ``[A-Za-z0-9._~+/=-]``, and a session id when ``sent`` is one (a token when it is
+    an API token)."""
+    return _answer_shaped(answer, sent)
 
 
 def _answer_shaped(answer: str, sent: Optional[str]) -> bool:

@@ -105,7 +105,9 @@ class CredentialLogin(Credentials):
         fleet = None
         if store is not None:
             fleet = Fleet(store, origin_name(self._client.origin), 2 * timeout + 2, ttl)
-        flow = first_session(self.headers, timeout, fresh_for, fleet is not None)
+        flow = first_session(
+            self.headers, timeout, fresh_for, None if fleet is None else fleet.origin
+        )
         token: str = run(flow, self._client.exchange, None, fleet)
         return token
 

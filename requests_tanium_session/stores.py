@@ -25,7 +25,6 @@ import json
 import logging
 import os
 import stat
-import tempfile
 import threading
 import time
 import uuid
@@ -53,14 +52,19 @@ POLL = 0.005
 
 @dataclass(frozen=True)
 class Record:
-    """What a store holds: the token, when it was confirmed (wall clock), a generation."""
+    """What a store holds: the token, when it was confirmed (wall clock), a generation,
+    and the origin it belongs to (a record of another origin is never adopted)."""
 
     token: str
     confirmed_at: float
     generation: int
+    origin: str = ""
 
     def __repr__(self) -> str:  # the token is a secret
-        return f"Record(confirmed_at={self.confirmed_at!r}, generation={self.generation!r})"
+        return (
+            f"Record(confirmed_at={self.confirmed_at!r}, generation={self.generation!r}, "
+            f"origin={self.origin!r})"
+        )
 
     def dumps(self) -> bytes:
         """The record as JSON."""
@@ -68,6 +72,7 @@ class Record:
             "token": self.token,
             "confirmed_at": self.confirmed_at,
             "generation": self.generation,
+            "origin": self.origin,
         }
         return json.dumps(data).encode("utf-8")
 
@@ -85,11 +90,14 @@ class Record:
             return None
         if isinstance(gen, bool) or not isinstance(gen, int):
             return None
+        origin = obj.get("origin", "")
+        if not isinstance(origin, str):
+            return None
         try:
             token = check_token(token)
         except (TypeError, ValueError):
             return None
-        return cls(token, float(at), gen)
+        return cls(token, float(at), gen, origin)
 
 
 class SessionStore(abc.ABC):
@@ -155,7 +163,16 @@ class MemoryStore(SessionStore):
 
 def _private(path: Path, what: str, directory: bool = False) -> None:
     """Refuse ``path`` when another user owns it or group/others may read it."""
-    info = path.stat()
+    _checked(path.stat(), path, what, directory=directory)
+
+
+def _checked(
+    info: os.stat_result, path: Path, what: str, directory: bool = False, regular: bool = False
+) -> None:
+    """Refuse what ``info`` describes unless it is this user's, closed to others, and a
+    directory (or a regular file) when asked."""
+    if regular and not stat.S_ISREG(info.st_mode):
+        raise PermissionError(f"{what} {path} is not a regular file")
     if info.st_uid != os.geteuid():
         raise PermissionError(f"{what} {path} belongs to another user")
     if directory and not stat.S_ISDIR(info.st_mode):
@@ -184,34 +201,68 @@ class FileStore(SessionStore):
             _private(self.path, "store file")
         self.lock_path = self.path.with_name(self.path.name + ".lock")
 
-    def load(self) -> Optional[bytes]:
+    def _directory(self) -> int:
+        """The store's directory, opened without following a symbolic link and checked
+        again at each use: a descriptor the files are opened relative to."""
+        flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_NOFOLLOW", 0)
+        fd = os.open(self.path.parent, flags)
         try:
-            fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-        except FileNotFoundError:
-            return None
+            _checked(os.fstat(fd), self.path.parent, "directory", directory=True)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def _open(self, dfd: int, name: str, flags: int) -> int:
+        """``name`` in the directory: never through a link, never blocking (a FIFO), a
+        regular file of this user closed to others, or ``PermissionError``."""
+        flags |= getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+        fd = os.open(name, flags, 0o600, dir_fd=dfd)
+        try:
+            _checked(os.fstat(fd), self.path.parent / name, "store file", regular=True)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def load(self) -> Optional[bytes]:
+        dfd = self._directory()
+        try:
+            try:
+                fd = self._open(dfd, self.path.name, os.O_RDONLY)
+            except FileNotFoundError:
+                return None
+        finally:
+            os.close(dfd)
         with os.fdopen(fd, "rb") as f:
-            info = os.fstat(f.fileno())
-            if info.st_uid != os.geteuid() or info.st_mode & 0o077:
-                raise PermissionError(f"store file {self.path} was opened to others")
             return f.read(MAX_JSON_BYTES + 1)
 
     def save(self, data: bytes, ttl: float) -> None:
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)  # 0600
+        dfd = self._directory()
+        tmp = f".{self.path.name}.{uuid.uuid4().hex}"
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            # Atomic: readers see the old record or the new one. No fsync: a record lost
-            # to a machine crash costs one validation, not a session.
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+            fd = self._open(dfd, tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+                # Atomic: readers see the old record or the new one. No fsync: a record
+                # lost to a machine crash costs one validation, not a session.
+                os.replace(tmp, self.path.name, src_dir_fd=dfd, dst_dir_fd=dfd)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp, dir_fd=dfd)
+                raise
+        finally:
+            os.close(dfd)
 
     def acquire(self, lease: float, wait: float) -> Optional[object]:
         import fcntl
 
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        dfd = self._directory()
+        try:
+            fd = self._open(dfd, self.lock_path.name, os.O_RDWR | os.O_CREAT)
+        finally:
+            os.close(dfd)
         deadline = time.monotonic() + wait
         while True:
             try:
@@ -307,6 +358,7 @@ class Fleet:
             raise TypeError("store must be a SessionStore (MemoryStore, FileStore, RedisStore)")
         store.bind(origin)
         self.store = store
+        self.origin = origin
         self.lease = lease
         self.ttl = ttl
         self._down = False
@@ -351,8 +403,9 @@ class Fleet:
     def publish(self, token: str, previous: Optional[Record]) -> None:
         """Write ``token`` as confirmed now."""
         generation = previous.generation + 1 if previous is not None else 1
+        record = Record(token, time.time(), generation, self.origin)
         try:
-            self.store.save(Record(token, time.time(), generation).dumps(), self.ttl)
+            self.store.save(record.dumps(), self.ttl)
         except Exception as exc:
             self._failed("writing", exc)
             return

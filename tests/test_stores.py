@@ -16,6 +16,7 @@ import signal
 import stat
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,7 +37,7 @@ from requests_tanium_session.stores import Record
 from requests_tanium_session.testing import DEFAULT_USER, TaniumServer
 
 from . import fleet_worker
-from .conftest import free_port
+from .conftest import Servers, free_port
 
 USER, PASSWORD = DEFAULT_USER[0], DEFAULT_USER[1]
 SENSORS = "/api/v2/sensors"
@@ -265,7 +266,9 @@ def test_redis_keys_name_the_origin_never_the_token(
     assert token not in keys[0]
     assert 0 < client.pttl(keys[0]) <= 30_000
     record = json.loads(client.get(keys[0]))
-    assert record["token"] == token and set(record) == {"token", "confirmed_at", "generation"}
+    assert record["token"] == token
+    assert set(record) == {"token", "confirmed_at", "generation", "origin"}
+    assert record["origin"] == f"http://127.0.0.1:{server.port}"
     auth.close()
 
 
@@ -414,3 +417,89 @@ def test_httpx_revocation_one_login_for_two_auths(server: TaniumServer, private_
         assert c.get(SENSORS).status_code == 200
         c.close()
     assert server.auth_calls["login"] - logins == 1
+
+
+# -- store records: what is never adopted ---------------------------------------------
+
+
+def test_a_record_of_another_origin_is_never_adopted(
+    servers: Servers, spec: tuple[Any, ...]
+) -> None:
+    """Two auths for two servers sharing one file or one Redis key: server A's session
+    never goes to server B."""
+    a, b = servers.start(), servers.start()
+    first = TaniumSessionAuth.from_credentials(
+        a.url, USER, PASSWORD, store=fleet_worker.make_store(spec)
+    )
+    second = TaniumSessionAuth.from_credentials(
+        b.url, USER, PASSWORD, store=fleet_worker.make_store(spec)
+    )
+    assert a.auth_calls["login"] == 1 and b.auth_calls["login"] == 1  # B logged in itself
+    assert first.token != second.token and b.is_valid(second.token)
+    with requests.Session() as s:
+        s.auth = second
+        assert s.get(b.url + SENSORS).status_code == 200
+    assert not any(r.headers.get("session") == first.token for r in b.received())
+    first.close()
+    second.close()
+
+
+def _plant(path: Path, server: TaniumServer, **fields: Any) -> None:
+    record = {"token": server.new_session(), "confirmed_at": time.time(), "generation": 1,
+              "origin": server.url, **fields}  # fmt: skip
+    path.write_text(json.dumps(record))
+    path.chmod(0o600)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [{"token": "x"}, {"confirmed_at": float("inf")}, {"confirmed_at": time.time() + 3600}],
+    ids=["not-token-shaped", "confirmed-at-infinity", "confirmed-in-the-future"],
+)
+def test_records_that_break_the_rules_are_not_adopted(
+    server: TaniumServer, private_dir: Path, fields: dict[str, Any]
+) -> None:
+    path = private_dir / "session.json"
+    _plant(path, server, **fields)
+    if "confirmed_at" in fields:  # json writes inf as Infinity, which json reads back
+        assert json.loads(path.read_text())["confirmed_at"] == fields["confirmed_at"]
+    auth = TaniumSessionAuth.from_credentials(server.url, USER, PASSWORD, store=FileStore(path))
+    assert server.auth_calls["login"] == 1  # the planted record was not taken
+    assert json.loads(path.read_text())["token"] == auth.token
+    auth.close()
+
+
+def test_a_fifo_at_the_store_path_never_blocks(server: TaniumServer, private_dir: Path) -> None:
+    path = private_dir / "session.json"
+    store = FileStore(path)
+    os.mkfifo(path, 0o600)
+    done: list[int] = []
+
+    def go() -> None:
+        with (
+            TaniumSessionAuth(
+                server.url, server.new_session(), store=store, revalidate_after=0
+            ) as auth,
+            requests.Session() as s,
+        ):
+            s.auth = auth
+            done.append(s.get(server.url + SENSORS).status_code)
+
+    worker = threading.Thread(target=go, daemon=True)
+    worker.start()
+    worker.join(10)
+    assert done == [200]  # degraded to this process alone, not blocked on the FIFO
+
+
+def test_filestore_checks_its_directory_at_each_use(
+    server: TaniumServer, private_dir: Path
+) -> None:
+    store = FileStore(private_dir / "session.json")
+    private_dir.chmod(0o755)  # opened to others after the store was made
+    try:
+        with pytest.raises(PermissionError, match="open to group or others"):
+            store.load()
+        with pytest.raises(PermissionError, match="open to group or others"):
+            store.save(b"{}", 10)
+    finally:
+        private_dir.chmod(0o700)
