@@ -112,27 +112,6 @@ class Flights:
                 del self._running[kind]
         flight.done.set()
 
-    def run(
-        self,
-        kind: str,
-        work: Callable[[int], str],
-        done: Optional[Callable[[], Optional[str]]],
-        timeout: float,
-        after: Optional[int] = None,
-    ) -> str:
-        """Run ``work(seq)`` once for every thread that needs it now; share its outcome."""
-        got = self.lead(kind, done, timeout, after)
-        if isinstance(got, str):
-            return got
-        try:
-            result = work(got.seq)
-        except BaseException as exc:
-            self.land(kind, got, error=exc)
-            del got  # the traceback keeps this frame: let go of the flight and its error
-            raise
-        self.land(kind, got, result=result)
-        return result
-
     # -- user callbacks ---------------------------------------------------------
 
     @contextlib.contextmanager

@@ -65,6 +65,7 @@ from .protocol import (
 from .state import TokenState
 
 __all__ = [
+    "Answered",
     "Credentials",
     "Exchange",
     "Lead",
@@ -105,6 +106,15 @@ class Reply(Protocol):
 
     @property
     def response(self) -> Any: ...  # the front-end's response, secrets redacted
+
+
+class Answered:
+    """A :class:`Reply` as a driver that builds its own hands it back."""
+
+    __slots__ = ("body", "response", "status", "url")
+
+    def __init__(self, status: int, body: Optional[bytes], url: str, response: Any = None) -> None:
+        self.status, self.body, self.url, self.response = status, body, url, response
 
 
 class Exchange:

@@ -28,7 +28,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
 
 from ._drive import arun
 from ._front import PolicyFront, Refresh
-from ._policy import Credentials, Flow, first_session
+from ._policy import Answered, Credentials, Flow, first_session
 from .exceptions import TaniumAuthError
 from .http_client import is_loopback
 from .protocol import (
@@ -39,7 +39,7 @@ from .protocol import (
     DEFAULT_REVALIDATE_AFTER,
     GATEWAY_PATH,
     HEADER,
-    MAX_SOAP_BYTES,
+    MAX_ANSWER_BYTES,
     Call,
     login_headers,
     special_paths,
@@ -49,21 +49,10 @@ from .stores import SessionStore
 __all__ = ["TaniumClientSession", "TaniumMiddleware"]
 
 
-class _Reply:
-    """A finished protocol call (a :class:`._policy.Reply`); no response rides along,
-    since aiohttp's would carry the request's secret headers."""
-
-    __slots__ = ("body", "status", "url")
-    response = None
-
-    def __init__(self, status: int, body: Optional[bytes], url: str) -> None:
-        self.status, self.body, self.url = status, body, url
-
-
 async def _read(response: aiohttp.ClientResponse) -> Optional[bytes]:
     """Read an answer and release its connection; None when it announces more than
-    ``MAX_SOAP_BYTES`` (then it is left unread)."""
-    if (response.content_length or 0) > MAX_SOAP_BYTES:
+    ``MAX_ANSWER_BYTES`` (then it is left unread)."""
+    if (response.content_length or 0) > MAX_ANSWER_BYTES:
         return None
     body = await response.read()  # it stays readable; its connection goes back now
     response.release()
@@ -83,7 +72,7 @@ class _Wire:
         self._proxy = proxy
         self._trust_env = proxy is None and not is_loopback(host)
 
-    async def aexchange(self, call: Call, timeout: float) -> _Reply:
+    async def aexchange(self, call: Call, timeout: float) -> Answered:
         """Make ``call`` within ``timeout`` wall-clock seconds (connect, headers, body)."""
         try:
             return await asyncio.wait_for(self._send(call), timeout)
@@ -92,7 +81,8 @@ class _Wire:
                 f"{call.method} {self.url}{call.path} did not finish within {timeout:g} s"
             ) from None
 
-    async def _send(self, call: Call) -> _Reply:
+    async def _send(self, call: Call) -> Answered:
+        # No response rides along: aiohttp's carries the request's secret headers.
         async with aiohttp.ClientSession(
             trust_env=self._trust_env, cookie_jar=aiohttp.DummyCookieJar()
         ) as session, session.request(
@@ -103,9 +93,9 @@ class _Wire:
             while chunk := await response.content.read(1 << 16):
                 size += len(chunk)
                 if size > call.limit:
-                    return _Reply(response.status, None, str(response.url))
+                    return Answered(response.status, None, str(response.url))
                 kept.append(chunk)
-            return _Reply(response.status, b"".join(kept), str(response.url))
+            return Answered(response.status, b"".join(kept), str(response.url))
 
 
 @contextlib.contextmanager

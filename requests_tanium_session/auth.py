@@ -28,7 +28,7 @@ from .protocol import (
     ENV_URL,
     GATEWAY_PATH,
     HEADER,
-    MAX_SOAP_BYTES,
+    MAX_ANSWER_BYTES,
     SOAP_PATH,
     Default,
     check_seconds,
@@ -424,7 +424,7 @@ class TaniumSessionAuth(StateView, Closing, AuthBase):
             self._state.confirm(sent)
             return r
         length = r.headers.get("content-length", "")
-        body = None if length.isdigit() and int(length) > MAX_SOAP_BYTES else r.content
+        body = None if length.isdigit() and int(length) > MAX_ANSWER_BYTES else r.content
         if not self._policy.soap(self._flights, sent, body):
             return r
         return self._recovered(r, sent, kwargs, "answered 200 with an in-band auth failure")

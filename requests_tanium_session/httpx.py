@@ -29,7 +29,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
 
 from ._drive import Worker, arun, on_worker, run
 from ._front import PolicyFront, Refresh
-from ._policy import Credentials, Flow, first_session
+from ._policy import Answered, Credentials, Flow, first_session
 from .http_client import DEFAULT_PORTS, is_loopback
 from .protocol import (
     DEFAULT_EXPIRES_AFTER,
@@ -39,6 +39,7 @@ from .protocol import (
     DEFAULT_REVALIDATE_AFTER,
     GATEWAY_PATH,
     HEADER,
+    MAX_ANSWER_BYTES,
     REDACTED,
     SECRET_HEADERS,
     Call,
@@ -53,23 +54,8 @@ log = logging.getLogger(__name__)
 
 Verify = Union[ssl.SSLContext, str, bool]
 
-#: Largest 401/403 body read (and kept readable) before the session is checked.
-MAX_ANSWER_BYTES = 1 << 20
-
 
 # -- the wire: protocol calls ----------------------------------------------------------
-
-
-class _Reply:
-    """A finished protocol call (a :class:`._policy.Reply`)."""
-
-    __slots__ = ("body", "response", "status", "url")
-
-    def __init__(self, response: httpx.Response, body: Optional[bytes]) -> None:
-        self.response = response
-        self.status = response.status_code
-        self.body = body
-        self.url = str(response.url)
 
 
 def _redacted(call: Call, url: str) -> httpx.Request:
@@ -84,10 +70,10 @@ def _scrub(exc: BaseException, redacted: httpx.Request) -> None:
         exc.request = redacted
 
 
-def _finish(response: httpx.Response, body: Optional[bytes], redacted: httpx.Request) -> _Reply:
+def _finish(response: httpx.Response, body: Optional[bytes], redacted: httpx.Request) -> Answered:
     response._content = body or b""  # readable, and closed
     response.request = redacted
-    return _Reply(response, body)
+    return Answered(response.status_code, body, str(response.url), response)
 
 
 def _ssl_context(verify: Verify, cert: Union[str, tuple[str, str], None]) -> ssl.SSLContext:
@@ -127,10 +113,10 @@ class _Wire:
             "follow_redirects": False,
         }
 
-    def exchange(self, call: Call, timeout: float) -> _Reply:
+    def exchange(self, call: Call, timeout: float) -> Answered:
         """Make ``call`` within ``timeout`` wall-clock seconds (connect, headers, body)."""
 
-        def give_up(worker: Worker[_Reply]) -> BaseException:
+        def give_up(worker: Worker[Answered]) -> BaseException:
             response = worker.response
             if response is not None:
                 response.close()  # the worker's read ends now
@@ -141,7 +127,7 @@ class _Wire:
 
         return on_worker(partial(self._run, call, timeout), timeout, give_up)
 
-    def _run(self, call: Call, timeout: float, worker: Worker[_Reply]) -> _Reply:
+    def _run(self, call: Call, timeout: float, worker: Worker[Answered]) -> Answered:
         redacted = _redacted(call, self.url + call.path)
         try:
             with httpx.Client(timeout=timeout, **self._options) as client:
@@ -158,7 +144,7 @@ class _Wire:
             _scrub(exc, redacted)
             raise
 
-    async def aexchange(self, call: Call, timeout: float) -> _Reply:
+    async def aexchange(self, call: Call, timeout: float) -> Answered:
         """The async twin of :meth:`exchange`."""
         redacted = _redacted(call, self.url + call.path)
         try:
@@ -169,7 +155,7 @@ class _Wire:
                 request=redacted,
             ) from None
 
-    async def _asend(self, call: Call, timeout: float, redacted: httpx.Request) -> _Reply:
+    async def _asend(self, call: Call, timeout: float, redacted: httpx.Request) -> Answered:
         try:
             async with httpx.AsyncClient(timeout=timeout, **self._options) as client:
                 request = client.build_request(

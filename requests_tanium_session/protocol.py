@@ -198,10 +198,6 @@ def token_shaped(answer: str, sent: Optional[str]) -> bool:
     """True when ``answer`` may be adopted as a token: 16-4096 characters of
     ``[A-Za-z0-9._~+/=-]``, and a session id when ``sent`` is one (a token when it is
     an API token)."""
-    return _answer_shaped(answer, sent)
-
-
-def _answer_shaped(answer: str, sent: Optional[str]) -> bool:
     if _ANSWER_RE.fullmatch(answer) is None:
         return False
     if sent is not None:
@@ -352,7 +348,7 @@ def judge_token(call: Call, status: int, body: Optional[bytes]) -> Verdict:
         value: Optional[str] = body.decode("ascii")
     except UnicodeDecodeError:
         value = None
-    if not isinstance(value, str) or not _answer_shaped(value, call.sent):
+    if not isinstance(value, str) or not token_shaped(value, call.sent):
         return Verdict(Kind.MALFORMED, "answered 200 with something that is not a token")
     return Verdict(Kind.OK, "answered 200", token=value)
 
@@ -361,8 +357,9 @@ _SOAP_COMMAND = re.compile(rb"<command>(.*?)</command>", re.DOTALL)
 _SOAP_SESSION = re.compile(rb"<session>([^<]*)</session>")
 _SOAP_FAILURES = (b"403", b"forbidden", b"rbacinsufficientprivilege")
 
-#: Largest SOAP answer read for in-band failures and a new ``<session>``.
-MAX_SOAP_BYTES: Final = 1 << 20
+#: Largest answer the auth reads itself: a 401/403 before its check (so a waiter holds
+#: no connection), a SOAP 200 for in-band failures and a new ``<session>``.
+MAX_ANSWER_BYTES: Final = 1 << 20
 
 
 def judge_soap(body: bytes, sent: str) -> tuple[bool, Optional[str]]:
@@ -379,7 +376,7 @@ def judge_soap(body: bytes, sent: str) -> tuple[bool, Optional[str]]:
             value = match.group(1).decode("ascii")
         except UnicodeDecodeError:
             value = ""
-        if value and value != sent and _answer_shaped(value, sent):
+        if value and value != sent and token_shaped(value, sent):
             new = value
     return failed, new
 
