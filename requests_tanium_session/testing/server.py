@@ -115,6 +115,9 @@ class _Session:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver's default backlog is 5: a burst of connections (hundreds of tasks
+    # through a connection pool) would wait out SYN retransmissions of 1 s, 3 s, ...
+    request_queue_size = 1024
     owner: TaniumServer
 
     def __init__(self, addr: tuple[str, int], owner: TaniumServer) -> None:
