@@ -7,8 +7,7 @@ import threading
 from collections.abc import Awaitable, Callable, Collection
 from typing import Any, Optional, Union
 
-from ._aflight import AsyncFlights
-from ._flight import Flights
+from ._flight import AsyncFlights, Flights
 from ._policy import Credentials, Flow, Policy
 from .http_client import Origin, OriginMatcher, origin_name, parse_base_url
 from .protocol import check_seconds, check_token
@@ -84,7 +83,7 @@ class PolicyFront(StateView):
         self.refresh = refresh
         self._matches = OriginMatcher(origin)
         self._flights = Flights(lock, timeout_error)
-        self._aflights = AsyncFlights(lock, timeout_error)
+        self._aflights = AsyncFlights(self._flights)  # one registry: threads and loops
         return origin
 
     @property
