@@ -18,7 +18,7 @@ from .exceptions import (
 )
 from .http_client import HttpClient
 from .session_id import SessionId
-from .stores import FileStore, MemoryStore, RedisStore, SessionStore
+from .stores import FileStore, MemoryStore, RedisStore, SessionStore, StoreHealth
 
 __version__ = "0.1.0"
 
@@ -35,6 +35,7 @@ __all__ = [
     "RedisStore",
     "SessionId",
     "SessionStore",
+    "StoreHealth",
     "TaniumAuthError",
     "TaniumSession",
     "TaniumSessionAuth",

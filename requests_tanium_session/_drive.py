@@ -1,7 +1,7 @@
 """Drivers: carry out the effects of a :mod:`._policy` generator, and nothing else.
 
 :func:`run` blocks (threads wait in :class:`~._flight.Flights`); :func:`arun` awaits
-(tasks wait in :class:`~._aflight.AsyncFlights`, store I/O runs on a worker thread).
+(tasks wait in :class:`~._flight.AsyncFlights`, store I/O runs on a worker thread).
 Each is given its front-end's ``exchange``: the one function that moves bytes for a
 protocol call.
 """
@@ -41,27 +41,27 @@ class Held:
         self.handle: Optional[object] = None
 
     def run(self, effect: StoreOp) -> Any:
-        """Carry out one store operation."""
-        fleet = self.fleet
+        """Carry out one store operation within its budget."""
+        fleet, budget = self.fleet, effect.budget
         if effect.op == "read":
-            return fleet.read()
+            return fleet.read(budget)
         if effect.op == "publish":
-            fleet.publish(*effect.args)
+            fleet.publish(*effect.args, budget=budget)
         elif effect.op == "lock":
             if self.depth == 0:
-                self.handle = fleet.acquire()
+                self.handle = fleet.acquire(*effect.args, budget=budget)
             self.depth += 1
         elif self.depth == 1:  # unlock, the outermost
-            self.end()
+            self.end(budget)
         elif self.depth:
             self.depth -= 1
         return None
 
-    def end(self) -> None:
+    def end(self, budget: float = 1.0) -> None:
         """Give the lock back, if this flow holds it."""
         handle, self.handle, depth, self.depth = self.handle, None, self.depth, 0
         if depth:
-            self.fleet.release(handle)
+            self.fleet.release(handle, budget)
 
 
 def call_refresh(provider: Callable[[], Any], flights: Any) -> Any:
@@ -144,13 +144,15 @@ async def arun(flow: Flow, exchange: AsyncExchanger, flights: Any, fleet: Any = 
 
 
 class Worker(Generic[T]):
-    """One protocol call running on a thread of its own, so that its caller can stop
-    waiting at a wall-clock deadline; ``response`` lets the caller cut it short."""
+    """One call running on a thread of its own, so that its caller can stop waiting at
+    a wall-clock deadline; ``response`` lets the caller cut it short."""
 
-    __slots__ = ("abandoned", "done", "error", "response", "result")
+    __slots__ = ("abandoned", "done", "error", "finished", "guard", "response", "result")
 
     def __init__(self) -> None:
         self.done = threading.Event()
+        self.guard = threading.Lock()  # "finished" and "abandoned": one wins
+        self.finished = False
         self.abandoned = False
         self.response: Any = None
         self.result: Optional[T] = None
@@ -161,28 +163,39 @@ def on_worker(
     work: Callable[[Worker[T]], T],
     timeout: float,
     give_up: Callable[[Worker[T]], BaseException],
+    late: Optional[Callable[[T], None]] = None,
 ) -> T:
     """``work(worker)`` on a worker thread; past ``timeout`` seconds, ``give_up(worker)``
-    (which should cut the call short) returns the exception raised here."""
+    (which should cut the call short) returns the exception raised here, and a result
+    that arrives afterwards goes to ``late`` (on the worker thread: a lock to give back)."""
     worker: Worker[T] = Worker()
 
     def body() -> None:
+        result: Optional[T] = None
         try:
-            worker.result = work(worker)
+            result = work(worker)
         except BaseException as exc:
             worker.error = exc
-        finally:
-            worker.done.set()
+        with worker.guard:
+            worker.finished = True
+            abandoned = worker.abandoned
+            worker.result = None if abandoned else result
+        worker.done.set()
+        if abandoned:
+            worker.error = None
+            if late is not None and result is not None:
+                late(result)
 
     threading.Thread(target=body, name="tanium-auth-call", daemon=True).start()
     if not worker.done.wait(timeout):
-        worker.abandoned = True
-        raise give_up(worker)
+        with worker.guard:
+            worker.abandoned = not worker.finished
+        if worker.abandoned:
+            raise give_up(worker)
     error, worker.error = worker.error, None
     if error is not None:
         try:
             raise error
         finally:
             error = None  # no frame -> traceback -> exception cycle
-    assert worker.result is not None
-    return worker.result
+    return worker.result  # type: ignore[return-value]  # None only where T allows it

@@ -16,8 +16,10 @@ Effects and what the driver sends back:
   generator must ``land``.
 - :class:`Refresh` ``(provider)``: call the user's ``refresh`` marked as a callback
   (awaited when it returns an awaitable, in async drivers) -> what it returned.
-- :class:`StoreOp` ``(op, *args)``: ``read``, ``lock``, ``unlock`` or ``publish`` on the
-  fleet; the driver gives back a lock still held when a generator is closed.
+- :class:`StoreOp` ``(op, *args, budget)``: ``read``, ``lock``, ``unlock`` or ``publish``
+  on the fleet, within ``budget`` wall-clock seconds (a failed or late one counts as
+  "the store is down"); the driver gives back a lock still held when a generator is
+  closed.
 
 The flights object a driver passes in (``Flights`` or ``AsyncFlights``) is used here
 only for what needs no waiting: ``started``, ``land``, ``callback`` and ``in_callback``.
@@ -155,18 +157,25 @@ class Refresh:
 
 
 class StoreOp:
-    """A fleet operation: ``read``, ``lock``, ``unlock`` or ``publish`` (token, previous)."""
+    """A fleet operation: ``read``, ``lock`` (wait), ``unlock`` or ``publish`` (token,
+    previous), given up after ``budget`` wall-clock seconds (beyond a lock's wait)."""
 
-    __slots__ = ("args", "op")
+    __slots__ = ("args", "budget", "op")
 
-    def __init__(self, op: str, *args: Any) -> None:
+    def __init__(self, op: str, *args: Any, budget: float) -> None:
         self.op = op
         self.args = args
+        self.budget = budget
 
 
-_READ = StoreOp("read")
-_LOCK = StoreOp("lock")
-_UNLOCK = StoreOp("unlock")
+#: Wall-clock seconds one store read, publish or unlock may take at the most.
+STORE_BUDGET = 1.0
+
+
+def store_budget(login_timeout: float) -> float:
+    """The budget of one store read, publish or unlock: short beside a server call."""
+    return min(STORE_BUDGET, login_timeout / 4)
+
 
 Effect = Union[Exchange, Lead, Refresh, StoreOp]
 Flow = Generator[Effect, Any, Any]
@@ -339,6 +348,7 @@ def first_session(
     fleet that starts together logs in once; alone, a login."""
     if origin is None:
         return (yield from login(headers, timeout))
+    budget = store_budget(timeout)
 
     def fresh(record: Any) -> Optional[str]:
         found = adoptable(
@@ -347,16 +357,16 @@ def first_session(
         )  # fmt: skip
         return None if found is None else found.token
 
-    token = fresh((yield _READ))
+    token = fresh((yield StoreOp("read", budget=budget)))
     if token is not None:
         return token
-    yield _LOCK
-    record = yield _READ
+    yield StoreOp("lock", timeout, budget=budget)
+    record = yield StoreOp("read", budget=budget)
     token = fresh(record)
     if token is None:
         token = yield from login(headers, timeout)
-        yield StoreOp("publish", token, record)
-    yield _UNLOCK
+        yield StoreOp("publish", token, record, budget=budget)
+    yield StoreOp("unlock", budget=budget)
     return token
 
 
@@ -410,20 +420,47 @@ class Policy:
 
     # -- timing rules, each written once ------------------------------------------
 
+    # A flight's deadline covers everything its leader may do, each step bounded on
+    # the wall clock, so a waiter never gives up before its leader.
+
+    @property
+    def store_budget(self) -> float:
+        """Wall-clock seconds of one store read, publish or unlock."""
+        return store_budget(self.login_timeout)
+
+    @property
+    def lock_wait(self) -> float:
+        """How long a leader waits for the fleet lock before it goes on without it
+        (a holder stopped or frozen): one holder's server call."""
+        return self.login_timeout
+
+    @property
+    def fleet_time(self) -> float:
+        """What a store may add to a flight: the lock wait, four store operations and
+        a renewal made under the fleet lock; 0 without a store."""
+        if self.fleet is None:
+            return 0.0
+        return self.lock_wait + 4 * self.store_budget + self.login_timeout
+
     @property
     def validate_wait(self) -> float:
-        """How long waiters wait for a validation: the call's deadline and a second."""
-        return self.login_timeout + 1
+        """How long waiters wait for a validation: the call's deadline, a second, and
+        what the store may add."""
+        return self.login_timeout + 1 + self.fleet_time
 
     @property
     def renew_wait(self) -> float:
-        """How long waiters wait for a renewal: a validation and a login."""
-        return 2 * self.login_timeout + 2
+        """How long waiters wait for a renewal: a validation, a login, and the store."""
+        return 2 * self.login_timeout + 2 + self.fleet_time
 
     @property
     def lease(self) -> float:
         """How long a crashed fleet-lock holder blocks the fleet: one renewal."""
-        return self.renew_wait
+        return 2 * self.login_timeout + 2
+
+    def _store(self, op: str, *args: Any) -> StoreOp:
+        wait = (self.lock_wait,) if op == "lock" else ()
+        return StoreOp(op, *wait, *args, budget=self.store_budget)
 
     def require(self, check: Optional[Callable[[Any], None]]) -> None:
         """Check the server's version with ``check`` at the first request (None: never)."""
@@ -467,11 +504,6 @@ class Policy:
         except Exception as exc:  # a broken callback must not break the session
             log.warning("on_token_update raised %s; ignored", type(exc).__name__)
 
-    def _abandoned(self, what: str) -> AuthServiceUnavailable:
-        return AuthServiceUnavailable(
-            f"the {what} for {self.url} was abandoned (its request failed); try again"
-        )
-
     # -- flights ------------------------------------------------------------------------
 
     def _flight(
@@ -483,14 +515,16 @@ class Policy:
         wait: float,
         after: Optional[int] = None,
     ) -> Flow:
-        """Lead or join the flight ``kind``; the leader runs ``work(seq)`` and lands it."""
+        """Lead or join the flight ``kind``; the leader runs ``work(seq)`` and lands it.
+        A leader stopped without an outcome (its task cancelled, its flow closed) hands
+        the flight over: one waiter leads again."""
         got = yield Lead(kind, done, wait, after)
         if isinstance(got, str):
             return got
         try:
             result = yield from work(got.seq)
         except GeneratorExit:
-            fl.land(kind, got, error=self._abandoned("login" if kind == "renew" else kind))
+            fl.land(kind, got, handover=True)
             raise
         except BaseException as exc:
             fl.land(kind, got, error=exc)
@@ -547,10 +581,10 @@ class Policy:
         def work(seq: int) -> Flow:
             token = yield from self._validate_once(seq, fl, cause)
             if self.fleet is not None:
-                yield _LOCK
-                record = yield _READ
-                yield StoreOp("publish", token, record)
-                yield _UNLOCK
+                yield self._store("lock")
+                record = yield self._store("read")
+                yield self._store("publish", token, record)
+                yield self._store("unlock")
             return token
 
         return (yield from self._flight(fl, "validate", work, None, self.validate_wait))
@@ -609,13 +643,13 @@ class Policy:
         def work(seq: int) -> Flow:
             if self.fleet is None:
                 return (yield from self._renewed(fl, provider, cause))
-            yield _LOCK
-            record = yield _READ
+            yield self._store("lock")
+            record = yield self._store("read")
             token = self._from_store(record, None, False, fl) or state.current
             if token is None:
                 token = yield from self._renewed(fl, provider, cause)
-                yield StoreOp("publish", token, record)
-            yield _UNLOCK
+                yield self._store("publish", token, record)
+            yield self._store("unlock")
             return token
 
         return (yield from self._flight(fl, "renew", work, lambda: state.current, self.renew_wait))
@@ -712,11 +746,11 @@ class Policy:
         ``provider`` is given, the renewal too, published for the fleet."""
         if self.fleet is None:
             return (yield from self._validate_once(seq, fl, cause))
-        token = self._from_store((yield _READ), exclude, True, fl)
+        token = self._from_store((yield self._store("read")), exclude, True, fl)
         if token is not None:
             return token
-        yield _LOCK
-        record = yield _READ
+        yield self._store("lock")
+        record = yield self._store("read")
         token = self._from_store(record, exclude, False, fl)
         if token is None:
             try:
@@ -725,8 +759,8 @@ class Policy:
                 if provider is None:
                     raise
                 token = yield from self._renewed(fl, provider, cause)
-            yield StoreOp("publish", token, record)
-        yield _UNLOCK
+            yield self._store("publish", token, record)
+        yield self._store("unlock")
         return token
 
     def _from_store(

@@ -11,9 +11,13 @@ import threading
 import time
 from collections import deque
 from time import monotonic
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from .protocol import API_TOKEN_PREFIX, DEFAULT_REVALIDATE_AFTER
+
+if TYPE_CHECKING:
+    from ._policy import Policy
+    from .stores import StoreHealth
 
 __all__ = ["StateView", "TokenState"]
 
@@ -116,6 +120,7 @@ class StateView:
 
     __slots__ = ()
     _state: TokenState
+    _policy: Policy
 
     @property
     def logged_in(self) -> bool:
@@ -126,3 +131,10 @@ class StateView:
     def generation(self) -> int:
         """Counts changes of token (rotation, refresh, setter, death)."""
         return self._state.generation
+
+    @property
+    def store_health(self) -> Optional[StoreHealth]:
+        """The session store's health (ok, or degraded since when and the last
+        error's type); None without a store. No I/O."""
+        fleet = self._policy.fleet
+        return None if fleet is None else fleet.health

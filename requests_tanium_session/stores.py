@@ -28,11 +28,13 @@ import stat
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Optional, TypeVar, Union
 
+from ._drive import Worker, on_worker
+from ._policy import STORE_BUDGET
 from .protocol import MAX_JSON_BYTES, check_token
 
 __all__ = [
@@ -42,12 +44,21 @@ __all__ = [
     "Record",
     "RedisStore",
     "SessionStore",
+    "StoreHealth",
 ]
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
 #: How often a waiter polls a fleet lock held elsewhere, in seconds.
 POLL = 0.005
+
+#: Seconds a failed store is skipped before one operation probes it again.
+BACKOFF = 5.0
+
+#: The longest a failing store is skipped between probes (the wait doubles per failure).
+MAX_BACKOFF = 60.0
 
 
 @dataclass(frozen=True)
@@ -104,11 +115,19 @@ class SessionStore(abc.ABC):
     """Where a fleet keeps its session: raw bytes of one record and a fleet lock.
 
     Subclasses implement :meth:`load`, :meth:`save`, :meth:`acquire` and
-    :meth:`release`; any exception they raise counts as "the store is down".
+    :meth:`release`; any exception they raise, or a call that overruns its budget,
+    counts as "the store is down".
     """
 
     #: A name for the origin, set by :meth:`bind` (keys and files name it, never the token).
     origin: str = ""
+
+    #: Seconds the store is skipped after a failure before it is probed again (set it on
+    #: an instance to change it); doubles while the probes fail, up to ``MAX_BACKOFF``.
+    backoff: float = BACKOFF
+
+    #: Whether a call may block (then it runs on a worker thread, within its budget).
+    blocking: bool = True
 
     def bind(self, origin: str) -> None:
         """Called once by the auth that uses this store, with its origin's name."""
@@ -140,6 +159,8 @@ class SessionStore(abc.ABC):
 
 class MemoryStore(SessionStore):
     """This process only: auths that share one ``MemoryStore`` share one session."""
+
+    blocking = False
 
     def __init__(self) -> None:
         self._data: Optional[bytes] = None
@@ -349,9 +370,32 @@ class RedisStore(SessionStore):
         return f"RedisStore(key={self.key!r})"
 
 
+@dataclass(frozen=True)
+class StoreHealth:
+    """How a session store is doing, as the auth sees it (no I/O to read it).
+
+    ``ok`` is False while the store is skipped after a failure; ``degraded_since`` is
+    the wall-clock time of the failure that began the outage; ``last_error`` names
+    the type of the last error (never its text, which may quote the store's address).
+    """
+
+    ok: bool
+    degraded_since: Optional[float] = None
+    last_error: Optional[str] = None
+
+
+_HEALTHY = StoreHealth(True)
+
+
 class Fleet:
-    """A store as one :class:`SessionId` uses it: reads, writes and the fleet lock, with
-    outages degraded to this process alone (one WARNING per outage)."""
+    """A store as one auth uses it: every operation within a wall-clock budget, and
+    outages degraded to this process alone.
+
+    A failure or a time-out opens a circuit breaker: the store is skipped (no I/O, the
+    request goes on alone) for ``store.backoff`` seconds, then one operation probes it
+    (half-open); a success closes the breaker, a failure opens it again for twice as
+    long (up to ``MAX_BACKOFF``). One WARNING per outage, one INFO when it is back.
+    """
 
     def __init__(self, store: SessionStore, origin: str, lease: float, ttl: float) -> None:
         if not isinstance(store, SessionStore):
@@ -361,33 +405,82 @@ class Fleet:
         self.origin = origin
         self.lease = lease
         self.ttl = ttl
-        self._down = False
+        self._guard = threading.Lock()
+        self._health = _HEALTHY
+        self._closed_until = 0.0  # monotonic: the store is skipped until then
+        self._backoff = 0.0
+        self._probing = False
         self._garbled = False
-        self._local = threading.local()
+        self._lock_busy = False
+
+    @property
+    def health(self) -> StoreHealth:
+        """The store's health now."""
+        return self._health
+
+    # -- the breaker ------------------------------------------------------------------
+
+    def _call(
+        self,
+        doing: str,
+        budget: float,
+        fn: Callable[[], T],
+        late: Optional[Callable[[T], None]] = None,
+    ) -> tuple[bool, Optional[T]]:
+        """``(True, fn())`` within ``budget`` seconds, or ``(False, None)`` when the store
+        failed, timed out or is skipped while the breaker is open."""
+        with self._guard:
+            if not self._health.ok:
+                if self._probing or time.monotonic() < self._closed_until:
+                    return False, None
+                self._probing = True  # half-open: this call probes for every caller
+        try:
+            if not self.store.blocking:
+                result = fn()
+            else:
+
+                def give_up(worker: Worker[T]) -> BaseException:
+                    return TimeoutError(f"did not finish within {budget:g} s")
+
+                result = on_worker(lambda worker: fn(), budget, give_up, late)
+        except Exception as exc:
+            self._failed(doing, exc)
+            return False, None
+        self._worked()
+        return True, result
 
     def _failed(self, doing: str, exc: BaseException) -> None:
-        if not self._down:
-            self._down = True
+        with self._guard:
+            first = self._health.ok
+            self._backoff = self.store.backoff if first else min(2 * self._backoff, MAX_BACKOFF)
+            self._closed_until = time.monotonic() + self._backoff
+            self._probing = False
+            since = time.time() if first else self._health.degraded_since
+            self._health = StoreHealth(False, since, type(exc).__name__)
+        if first:
             log.warning(
-                "session store %r is unavailable (%s while %s); going on with this process alone",
+                "session store %r is unavailable (%s while %s); going on with this process "
+                "alone, trying it again in %.1f s",
                 self.store,
                 type(exc).__name__,
                 doing,
+                self._backoff,
             )
 
     def _worked(self) -> None:
-        if self._down:
-            self._down = False
+        if self._health.ok:
+            return
+        with self._guard:
+            was = self._health
+            self._health, self._probing, self._backoff = _HEALTHY, False, 0.0
+        if not was.ok:
             log.info("session store %r is back", self.store)
 
-    def read(self) -> Optional[Record]:
+    # -- operations -------------------------------------------------------------------
+
+    def read(self, budget: float = STORE_BUDGET) -> Optional[Record]:
         """The record, or None (empty, malformed or unavailable)."""
-        try:
-            data = self.store.load()
-        except Exception as exc:
-            self._failed("reading", exc)
-            return None
-        self._worked()
+        _, data = self._call("reading", budget, self.store.load)
         if data is None:
             return None
         record = Record.loads(data) if len(data) <= MAX_JSON_BYTES else None
@@ -400,52 +493,36 @@ class Fleet:
         self._garbled = False
         return record
 
-    def publish(self, token: str, previous: Optional[Record]) -> None:
+    def publish(self, token: str, previous: Optional[Record], budget: float = STORE_BUDGET) -> None:
         """Write ``token`` as confirmed now."""
         generation = previous.generation + 1 if previous is not None else 1
-        record = Record(token, time.time(), generation, self.origin)
-        try:
-            self.store.save(record.dumps(), self.ttl)
-        except Exception as exc:
-            self._failed("writing", exc)
-            return
-        self._worked()
+        data = Record(token, time.time(), generation, self.origin).dumps()
+        self._call("writing", budget, lambda: self.store.save(data, self.ttl))
 
-    def acquire(self) -> Optional[object]:
-        """Take the fleet lock, waiting at most a lease; None: going on without it."""
-        handle: Optional[object] = None
-        try:
-            handle = self.store.acquire(self.lease, self.lease)
-        except Exception as exc:
-            self._failed("locking", exc)
-        if handle is None and not self._down:
-            log.warning("the fleet lock of %r was not free within %.1f s; going on without it",
-                        self.store, self.lease)  # fmt: skip
+    def acquire(
+        self, wait: Optional[float] = None, budget: float = STORE_BUDGET
+    ) -> Optional[object]:
+        """Take the fleet lock, waiting at most ``wait`` seconds (default: a lease);
+        None: going on without it."""
+        wait = self.lease if wait is None else wait
+        worked, handle = self._call(
+            "locking", wait + budget, lambda: self.store.acquire(self.lease, wait), self._give_back
+        )
+        if worked and handle is None:
+            if not self._lock_busy:
+                self._lock_busy = True
+                log.warning("the fleet lock of %r was not free within %.1f s; going on "
+                            "without it", self.store, wait)  # fmt: skip
+        elif worked:
+            self._lock_busy = False
         return handle
 
-    def release(self, handle: Optional[object]) -> None:
+    def release(self, handle: Optional[object], budget: float = STORE_BUDGET) -> None:
         """Give back a lock that :meth:`acquire` took."""
         if handle is not None:
-            try:
-                self.store.release(handle)
-            except Exception as exc:
-                self._failed("unlocking", exc)
+            self._call("unlocking", budget, lambda: self.store.release(handle))
 
-    @contextlib.contextmanager
-    def locked(self) -> Iterator[None]:
-        """Hold the fleet lock (re-entrant on one thread); without it after ``lease``."""
-        depth = getattr(self._local, "depth", 0)
-        if depth:
-            self._local.depth = depth + 1
-            try:
-                yield
-            finally:
-                self._local.depth = depth
-            return
-        handle = self.acquire()
-        self._local.depth = 1
-        try:
-            yield
-        finally:
-            self._local.depth = 0
-            self.release(handle)
+    def _give_back(self, handle: object) -> None:
+        """A lock taken after its caller stopped waiting: give it straight back."""
+        with contextlib.suppress(Exception):
+            self.store.release(handle)
