@@ -14,7 +14,7 @@ import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, Optional, TypeVar
 
-from ._policy import Exchange, Flow, Lead, RefreshMisuse, Reply, StoreOp
+from ._policy import STORE_BUDGET, Exchange, Flow, Lead, RefreshMisuse, Reply, StoreOp
 from .protocol import Call
 
 __all__ = ["Held", "Worker", "arun", "on_worker", "run"]
@@ -57,8 +57,8 @@ class Held:
             self.depth -= 1
         return None
 
-    def end(self, budget: float = 1.0) -> None:
-        """Give the lock back, if this flow holds it."""
+    def end(self, budget: float = STORE_BUDGET) -> None:
+        """Give the lock back, if this flow holds it (within ``budget`` seconds)."""
         handle, self.handle, depth, self.depth = self.handle, None, self.depth, 0
         if depth:
             self.fleet.release(handle, budget)
