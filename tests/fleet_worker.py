@@ -55,6 +55,25 @@ def stale_burst(
     out.put(_threads(url, auth, 8, 1))
 
 
+def timed_burst(
+    url: str,
+    session: str,
+    spec: tuple[Any, ...],
+    window: float,
+    start: Any,
+    out: Any,
+    login_timeout: float,
+) -> None:
+    """As :func:`stale_burst`, with a ``login_timeout``; reports the longest request."""
+    auth = TaniumSessionAuth(url, session, store=make_store(spec), revalidate_after=window,
+                             login_timeout=login_timeout)  # fmt: skip
+    start.wait()
+    time.sleep(window + 0.1)
+    began = time.monotonic()
+    statuses = _threads(url, auth, 8, 1)
+    out.put({"statuses": statuses, "longest": time.monotonic() - began})
+
+
 def revoked(
     url: str, user: str, password: str, spec: tuple[Any, ...], ready: Any, go: Any, out: Any
 ) -> None:
