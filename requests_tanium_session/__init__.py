@@ -18,12 +18,15 @@ from .exceptions import (
 )
 from .http_client import HttpClient
 from .session_id import SessionId
+from .stats import AuthEvent, AuthStats
 from .stores import FileStore, MemoryStore, RedisStore, SessionStore, StoreHealth
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AuthEvent",
     "AuthServiceUnavailable",
+    "AuthStats",
     "FileStore",
     "GetPlatformVersionWarning",
     "HttpClient",

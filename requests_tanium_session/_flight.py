@@ -85,6 +85,13 @@ class Flights:
         self._local = threading.local()
         #: Threads inside a user callback now: a lock-free fast check for the hot path.
         self.in_callbacks = 0
+        #: Seconds callers (threads and tasks) spent waiting for others' flights, added up.
+        self.waited = 0.0
+
+    def waited_for(self, since: float) -> None:
+        """Add the time since ``since`` (monotonic) to :attr:`waited`."""
+        with self.lock:
+            self.waited += monotonic() - since
 
     def join(
         self, kind: str, done: Optional[Callable[[], Optional[str]]], timeout: float
@@ -125,7 +132,10 @@ class Flights:
             flight, leader = joined
             if leader:
                 return flight
-            if not flight.done.wait(max(0.0, flight.deadline - monotonic())):
+            began = monotonic()
+            ended = flight.done.wait(max(0.0, flight.deadline - began))
+            self.waited_for(began)
+            if not ended:
                 raise self.timeout_error(f"gave up waiting for another thread's {kind}")
             if not flight.handover and (after is None or flight.seq > after):
                 return flight.outcome()
@@ -220,11 +230,13 @@ class AsyncFlights:
             if flight.ended:
                 return
             flight.waiters.append(entry)
+        began = monotonic()
         try:
             await asyncio.wait_for(future, max(0.0, flight.deadline - monotonic()))
         except asyncio.TimeoutError:
             raise self.flights.timeout_error(f"gave up waiting for another task's {kind}") from None
         finally:
+            self.flights.waited_for(began)
             with self.flights.lock, contextlib.suppress(ValueError):
                 flight.waiters.remove(entry)
 

@@ -12,6 +12,7 @@ from ._policy import Credentials, Flow, Policy
 from .http_client import Origin, OriginMatcher, origin_name, parse_base_url
 from .protocol import check_seconds, check_token
 from .state import StateView, TokenState
+from .stats import AuthEvent
 from .stores import Fleet, SessionStore
 from .versions import SpecCheck, parse_specifier, read_version, unreadable
 
@@ -41,6 +42,7 @@ class PolicyFront(StateView):
         allow_http: bool,
         requires_server: Optional[str],
         store: Optional[SessionStore],
+        on_event: Optional[Callable[[AuthEvent], None]],
         passthrough: tuple[type[BaseException], ...],
         timeout_error: Callable[[str], Exception],
     ) -> Origin:
@@ -75,6 +77,9 @@ class PolicyFront(StateView):
             passthrough=passthrough,
         )
         policy.on_token_update = on_token_update
+        if on_event is not None and not callable(on_event):
+            raise TypeError("on_event must be a callable taking an AuthEvent")
+        policy.counters.on_event = on_event
         if requires is not None:
             policy.require(SpecCheck(requires, self.url))
         if store is not None:

@@ -65,6 +65,7 @@ from .protocol import (
     verdict_error,
 )
 from .state import TokenState
+from .stats import DIED, REFRESHED, AuthStats, Counters
 
 __all__ = [
     "Answered",
@@ -409,7 +410,8 @@ class Policy:
             RefreshMisuse,
             *passthrough,
         )
-        self.fleet: Any = None  #: a ``stores.Fleet``, or None: this process alone
+        self.counters = Counters(url)  #: what this session's auth has done (AuthStats)
+        self._fleet: Any = None
         self.on_token_update: Optional[Callable[[str], None]] = None
         self.uid = uid_of(state.current) if state.current is not None else None
         #: ``requires_server``: a check taking a Version (raises VersionMismatchError).
@@ -417,6 +419,31 @@ class Policy:
         self.gate = False  #: True while the requirement is unchecked or unmet
         self.gate_error: Optional[str] = None
         self._checked = False
+
+    @property
+    def fleet(self) -> Any:
+        """A ``stores.Fleet``, or None: this process alone."""
+        return self._fleet
+
+    @fleet.setter
+    def fleet(self, fleet: Any) -> None:
+        if fleet is not None:
+            fleet.on_event = self._store_event
+        self._fleet = fleet
+
+    def _store_event(self, kind: str, cause: str) -> None:
+        self.counters.event(kind, cause, self.state.generation, logged=True)
+
+    def stats(self, waited: float) -> AuthStats:
+        """The counters now (``waited``: the flights' waiting time); no I/O."""
+        fleet = self._fleet
+        if fleet is None:
+            return self.counters.snapshot(waited, None, None)
+        return self.counters.snapshot(waited, dict(fleet.counts), fleet.health.ok)
+
+    def resent(self) -> None:
+        """A front-end sent a request again after a recovered 401/403."""
+        self.counters.add("resends")
 
     # -- timing rules, each written once ------------------------------------------
 
@@ -618,18 +645,23 @@ class Policy:
             log.debug("%s: session replaced meanwhile; resending", cause)
             return current
         try:
-            new = yield from self.recheck(fl, sent, after, cause, provider)
-        except (LoginError, AuthServiceUnavailable) as exc:
-            failure = recovery_failure(exc, cause, response, provider is not None)
-            if failure is not None:
-                raise failure from exc
-            new = ""  # dead: renew below
-        if not new:
-            assert provider is not None
-            return (yield from self.renew(fl, provider, cause))
+            try:
+                new = yield from self.recheck(fl, sent, after, cause, provider)
+            except (LoginError, AuthServiceUnavailable) as exc:
+                failure = recovery_failure(exc, cause, response, provider is not None)
+                if failure is not None:
+                    raise failure from exc
+                new = ""  # dead: renew below
+            if not new:
+                assert provider is not None
+                return (yield from self.renew(fl, provider, cause))
+        except Exception:
+            self.counters.add("failed_recoveries")
+            raise
         if new != sent:
             return new
         log.debug("%s: the session is alive, so this is a permission answer", cause)
+        self.counters.add("permission_answers")
         return None
 
     def renew(self, fl: Any, provider: Provider, cause: str = "refresh") -> Flow:
@@ -733,6 +765,7 @@ class Policy:
             return False
         current, changed = self.state.answered(sent, new, 0)
         if changed and current is not None:
+            self.counters.add("rotations")
             self._changed(current, fl, "rotated in a SOAP answer")
         return False
 
@@ -770,6 +803,8 @@ class Policy:
         None when this process must ask the server."""
         token, changed = take(self.state, record, self.fleet.origin, exclude, fresh_only)
         if changed and self.state.current is not None:
+            self.counters.add("store_adoptions")
+            self.counters.add("rotations")
             self._changed(self.state.current, fl, "adopted from the session store")
         return token
 
@@ -781,6 +816,7 @@ class Policy:
         call = validate_call(token)
         log.debug("%s %s for uid %s at %s (cause: %s)", call.method, call.path, self.uid,
                   self.url, cause)  # fmt: skip
+        self.counters.add("validations")
         reply = yield Exchange(call, self.login_timeout)
         log.debug("%s %s answered %s", call.method, call.path, reply.status)
         verdict = judge_token(call, reply.status, reply.body)
@@ -791,14 +827,15 @@ class Policy:
         if current is None:
             raise self.not_logged_in()
         if changed:
+            self.counters.add("rotations")
             self._changed(current, fl, "rotated by the server")
         return current
 
     def _failed(self, call: Call, reply: Reply, verdict: Verdict, token: str) -> TaniumAuthError:
         if verdict.kind is Kind.REJECTED:
-            self.state.kill(
-                token, f"the server rejected it ({call.method} {call.path} answered {reply.status})"
-            )
+            why = f"the server rejected it ({call.method} {call.path} answered {reply.status})"
+            if self.state.kill(token, why):
+                self.counters.event(DIED, why, self.state.generation)
             log.debug("session for uid %s rejected by %s (%s)", self.uid, call.path, reply.status)
             return verdict_error(call, reply.url, verdict, "the session was dropped",
                                  reply.response)  # fmt: skip
@@ -821,6 +858,9 @@ class Policy:
                     f"refresh of the session for {self.url} failed: {type(exc).__name__}"
                 ) from exc
         new = refreshed_token(value, self.url, self.state.dead)
+        self.counters.add("refreshes")
         if self.state.adopt(new):
             self._changed(new, fl, "adopted from refresh()")
+        how = "a credential login" if isinstance(provider, Credentials) else "refresh()"
+        self.counters.event(REFRESHED, f"{cause}; a new session from {how}", self.state.generation)
         return new

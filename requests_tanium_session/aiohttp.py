@@ -44,6 +44,7 @@ from .protocol import (
     login_headers,
     special_paths,
 )
+from .stats import AuthEvent
 from .stores import SessionStore
 
 __all__ = ["TaniumClientSession", "TaniumMiddleware"]
@@ -195,13 +196,14 @@ class TaniumMiddleware(PolicyFront):
         store: Optional[SessionStore] = None,
         ssl: Union[SSLContext, bool] = True,
         proxy: Optional[str] = None,
+        on_event: Optional[Callable[[AuthEvent], None]] = None,
     ) -> None:
         scheme, host, port = self._setup(
             url, session, revalidate_after=revalidate_after, expires_after=expires_after,
             login_timeout=login_timeout, logout_timeout=logout_timeout,
             refresh_status_codes=refresh_status_codes, refresh=refresh,
             on_token_update=on_token_update, allow_http=allow_http,
-            requires_server=requires_server, store=store,
+            requires_server=requires_server, store=store, on_event=on_event,
             passthrough=(aiohttp.ClientError,), timeout_error=_timeout_error,
         )  # fmt: skip
         self._key = (scheme, host.strip("[]"), port)
@@ -302,6 +304,7 @@ class TaniumMiddleware(PolicyFront):
         if new is None or not (request.body == b"" or isinstance(request.body, BytesPayload)):
             return response  # a permission answer, or a body that cannot be replayed
         request.headers[HEADER] = new
+        self._policy.resent()
         again = await handler(request)
         if 200 <= again.status < 300:
             state.confirm(new)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import os
 import re
@@ -35,6 +36,7 @@ from .protocol import (
 )
 from .session_id import CredentialLogin, SessionId
 from .state import StateView
+from .stats import AuthEvent
 from .stores import SessionStore
 from .versions import SpecCheck, parse_specifier, read_version, unreadable
 
@@ -149,9 +151,16 @@ class TaniumSessionAuth(StateView, Closing, AuthBase):
         ver_check: Optional[bool] = None,
         requires_server: Optional[str] = None,
         store: Optional[SessionStore] = None,
+        on_event: Optional[Callable[[AuthEvent], None]] = None,
     ) -> None:
         if refresh is not None and not callable(refresh):
             raise TypeError("refresh must be a callable returning a new session id")
+        if inspect.iscoroutinefunction(refresh):
+            raise TypeError(
+                "refresh is a coroutine function: requests cannot await it; give "
+                "TaniumSessionAuth a plain function (or use the httpx AsyncClient or aiohttp "
+                "front-end)"
+            )
         if on_token_update is not None and not callable(on_token_update):
             raise TypeError("on_token_update must be a callable taking the new token")
         codes = frozenset(refresh_status_codes)
@@ -228,6 +237,8 @@ class TaniumSessionAuth(StateView, Closing, AuthBase):
         self.on_token_update = on_token_update
         self._requires = requires
         self._init_runtime()
+        if on_event is not None:
+            self.on_event = on_event
         client = sid.http_client
         if client.verify is False:
             warnings.warn(
@@ -470,6 +481,7 @@ class TaniumSessionAuth(StateView, Closing, AuthBase):
         prep.headers[HEADER] = token
         setattr(prep, _RESENT, True)
         new: requests.Response = connection.send(prep, **kwargs)
+        self._policy.resent()
         new.history.append(r)
         new.request = prep
         if 200 <= new.status_code < 300:

@@ -46,6 +46,7 @@ from .protocol import (
     login_headers,
     special_paths,
 )
+from .stats import AuthEvent
 from .stores import SessionStore
 
 __all__ = ["TaniumAuth"]
@@ -261,6 +262,8 @@ class TaniumAuth(PolicyFront, httpx.Auth):
         cert: a client certificate for those calls (a path or ``(cert, key)``).
         proxy: a proxy URL for those calls; None: the environment's, except for a
             loopback server.
+        on_event: called with an ``AuthEvent`` when the session dies or is
+            refreshed, and when the store degrades or comes back.
 
     Raises:
         TypeError, ValueError: malformed arguments (messages never show a secret).
@@ -287,6 +290,7 @@ class TaniumAuth(PolicyFront, httpx.Auth):
         verify: Verify = True,
         cert: Union[str, tuple[str, str], None] = None,
         proxy: Optional[str] = None,
+        on_event: Optional[Callable[[AuthEvent], None]] = None,
     ) -> None:
         origin = self._setup(
             url,
@@ -301,6 +305,7 @@ class TaniumAuth(PolicyFront, httpx.Auth):
             allow_http=allow_http,
             requires_server=requires_server,
             store=store,
+            on_event=on_event,
             passthrough=(httpx.TransportError,),
             timeout_error=_timeout_error,
         )
@@ -474,6 +479,7 @@ class TaniumAuth(PolicyFront, httpx.Auth):
         if new is None or not self._replayable(request):
             return
         request.headers[HEADER] = new
+        self._policy.resent()
         again = yield request
         if 200 <= again.status_code < 300 and self.is_tanium_url(again.url):
             state.confirm(new)
@@ -517,6 +523,7 @@ class TaniumAuth(PolicyFront, httpx.Auth):
         if new is None or not self._replayable(request):
             return
         request.headers[HEADER] = new
+        self._policy.resent()
         again = yield request
         if 200 <= again.status_code < 300 and self.is_tanium_url(again.url):
             state.confirm(new)

@@ -10,13 +10,16 @@ import math
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from time import monotonic
 from typing import TYPE_CHECKING, Optional
 
 from .protocol import API_TOKEN_PREFIX, DEFAULT_REVALIDATE_AFTER
 
 if TYPE_CHECKING:
+    from ._flight import Flights
     from ._policy import Policy
+    from .stats import AuthEvent, AuthStats
     from .stores import StoreHealth
 
 __all__ = ["StateView", "TokenState"]
@@ -121,6 +124,7 @@ class StateView:
     __slots__ = ()
     _state: TokenState
     _policy: Policy
+    _flights: Flights
 
     @property
     def logged_in(self) -> bool:
@@ -138,3 +142,21 @@ class StateView:
         error's type); None without a store. No I/O."""
         fleet = self._policy.fleet
         return None if fleet is None else fleet.health
+
+    @property
+    def stats(self) -> AuthStats:
+        """What this auth has done so far: validations, refreshes, resends, waiting,
+        the store's operations and health (a snapshot; no I/O)."""
+        return self._policy.stats(self._flights.waited)
+
+    @property
+    def on_event(self) -> Optional[Callable[[AuthEvent], None]]:
+        """Called with an :class:`~requests_tanium_session.stats.AuthEvent` when the
+        session dies or is refreshed, and when the store degrades or comes back."""
+        return self._policy.counters.on_event
+
+    @on_event.setter
+    def on_event(self, callback: Optional[Callable[[AuthEvent], None]]) -> None:
+        if callback is not None and not callable(callback):
+            raise TypeError("on_event must be a callable taking an AuthEvent")
+        self._policy.counters.on_event = callback

@@ -36,6 +36,7 @@ from typing import Any, Optional, TypeVar, Union
 from ._drive import Worker, on_worker
 from ._policy import STORE_BUDGET
 from .protocol import MAX_JSON_BYTES, check_token
+from .stats import DEGRADED, STORE_BACK, event_fields
 
 __all__ = [
     "FileStore",
@@ -412,6 +413,10 @@ class Fleet:
         self._probing = False
         self._garbled = False
         self._lock_busy = False
+        #: Counted operations: ``read``, ``publish`` and ``outage`` (see AuthStats).
+        self.counts = dict.fromkeys(("read", "publish", "outage"), 0)
+        #: Called with ``(kind, cause)`` when the store degrades or comes back.
+        self.on_event: Optional[Callable[[str, str], None]] = None
 
     @property
     def health(self) -> StoreHealth:
@@ -457,15 +462,19 @@ class Fleet:
             self._probing = False
             since = time.time() if first else self._health.degraded_since
             self._health = StoreHealth(False, since, type(exc).__name__)
+            if first:
+                self.counts["outage"] += 1
         if first:
+            cause = f"{type(exc).__name__} while {doing}"
             log.warning(
-                "session store %r is unavailable (%s while %s); going on with this process "
-                "alone, trying it again in %.1f s",
+                "session store %r is unavailable (%s); going on with this process alone, "
+                "trying it again in %.1f s",
                 self.store,
-                type(exc).__name__,
-                doing,
+                cause,
                 self._backoff,
+                extra=event_fields(DEGRADED, self.origin, cause, None),
             )
+            self._notify(DEGRADED, cause)
 
     def _worked(self) -> None:
         if self._health.ok:
@@ -474,13 +483,27 @@ class Fleet:
             was = self._health
             self._health, self._probing, self._backoff = _HEALTHY, False, 0.0
         if not was.ok:
-            log.info("session store %r is back", self.store)
+            cause = f"it answered again after {was.last_error}"
+            log.info("session store %r is back", self.store,
+                     extra=event_fields(STORE_BACK, self.origin, cause, None))  # fmt: skip
+            self._notify(STORE_BACK, cause)
+
+    def _count(self, name: str) -> None:
+        with self._guard:
+            self.counts[name] += 1
+
+    def _notify(self, kind: str, cause: str) -> None:
+        callback = self.on_event
+        if callback is not None:
+            callback(kind, cause)
 
     # -- operations -------------------------------------------------------------------
 
     def read(self, budget: float = STORE_BUDGET) -> Optional[Record]:
         """The record, or None (empty, malformed or unavailable)."""
-        _, data = self._call("reading", budget, self.store.load)
+        worked, data = self._call("reading", budget, self.store.load)
+        if worked:
+            self._count("read")
         if data is None:
             return None
         record = Record.loads(data) if len(data) <= MAX_JSON_BYTES else None
@@ -497,7 +520,8 @@ class Fleet:
         """Write ``token`` as confirmed now."""
         generation = previous.generation + 1 if previous is not None else 1
         data = Record(token, time.time(), generation, self.origin).dumps()
-        self._call("writing", budget, lambda: self.store.save(data, self.ttl))
+        if self._call("writing", budget, lambda: self.store.save(data, self.ttl))[0]:
+            self._count("publish")
 
     def acquire(
         self, wait: Optional[float] = None, budget: float = STORE_BUDGET
