@@ -85,6 +85,12 @@ __all__ = [
 
 log = logging.getLogger("requests_tanium_session.session_id")
 
+#: What a user can do about a dead session, named in the errors that report one.
+REMEDY = (
+    "to recover by itself, give the auth refresh= (a function returning a new session) "
+    "or build it with from_credentials(); or set auth.token to a new session"
+)
+
 _REENTRY = (
     "cannot be validated or refreshed from inside refresh() or on_token_update() "
     "on the same thread (that would wait for itself); requests from there go out "
@@ -294,7 +300,9 @@ def recovery_failure(
     if isinstance(exc, (InvalidToken, NotLoggedInError)):
         if can_refresh:
             return None
-        return type(exc)(f"{cause} and the session cannot be refreshed: {exc}", response=response)
+        return type(exc)(
+            f"{cause} and the session cannot be refreshed: {exc}; {REMEDY}", response=response
+        )
     return LoginError(f"{cause} and the session could not be checked: {exc}", response=response)
 
 
@@ -500,7 +508,7 @@ class Policy:
 
     def not_logged_in(self) -> NotLoggedInError:
         """The error for "there is no live token", saying why."""
-        return NotLoggedInError(f"no live session for {self.url}: {self.state.ended}")
+        return NotLoggedInError(f"no live session for {self.url}: {self.state.ended}; {REMEDY}")
 
     def adopt(self, value: object, fl: Any, what: str = "session") -> str:
         """Take ``value`` as the token, confirmed now; notify when it changed."""
@@ -837,7 +845,7 @@ class Policy:
             if self.state.kill(token, why):
                 self.counters.event(DIED, why, self.state.generation)
             log.debug("session for uid %s rejected by %s (%s)", self.uid, call.path, reply.status)
-            return verdict_error(call, reply.url, verdict, "the session was dropped",
+            return verdict_error(call, reply.url, verdict, f"the session was dropped; {REMEDY}",
                                  reply.response)  # fmt: skip
         log.warning("%s %s at %s %s", call.method, call.path, self.url, verdict.reason)
         return verdict_error(call, reply.url, verdict, "the session is kept", reply.response)

@@ -9,7 +9,7 @@ import os
 import re
 import warnings
 from collections.abc import Callable, Collection, Mapping
-from typing import Any, Optional, Union
+from typing import TYPE_CHECKING, Any, Optional, TypedDict, Union
 from urllib.parse import urljoin, urlparse
 
 import requests
@@ -33,6 +33,7 @@ from .protocol import (
     SOAP_PATH,
     Default,
     check_seconds,
+    check_token,
 )
 from .session_id import CredentialLogin, SessionId
 from .state import StateView
@@ -60,6 +61,56 @@ def _release(r: requests.Response) -> None:
     with contextlib.suppress(Exception):  # a broken body still gets its connection closed
         r.content  # noqa: B018 -- read, so it stays on the response
     r.close()
+
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+
+class AuthOptions(TypedDict, total=False):
+    """The keyword arguments of :class:`TaniumSessionAuth`, for the factories and
+    :class:`TaniumSession` (so editors and ``mypy`` catch a misspelt one)."""
+
+    http_client: HttpClient
+    session_id: SessionId
+    revalidate_after: float
+    expires_after: float
+    login_timeout: float
+    logout_timeout: float
+    refresh_status_codes: Collection[int]
+    refresh: Optional[Callable[[], str]]
+    on_token_update: Optional[Callable[[str], None]]
+    verify: Union[bool, str]
+    cert: Union[str, tuple[str, str], None]
+    proxies: Optional[Mapping[str, str]]
+    allow_http: bool
+    ver_check: Optional[bool]
+    requires_server: Optional[str]
+    store: Optional[SessionStore]
+    on_event: Optional[Callable[[AuthEvent], None]]
+
+
+_WRONG_CLIENT = (
+    "TaniumSessionAuth is the auth for requests; for httpx use "
+    "requests_tanium_session.httpx.TaniumAuth, for aiohttp "
+    "requests_tanium_session.aiohttp.TaniumMiddleware"
+)
+
+
+def warn_retried_statuses(adapter: Any, codes: Collection[int], stacklevel: int = 2) -> None:
+    """Warn when ``adapter``'s urllib3 ``Retry`` has any of ``codes`` in its
+    ``status_forcelist``: urllib3 would resend the dead token instead of letting the
+    auth recover."""
+    forced = sorted(set(getattr(getattr(adapter, "max_retries", None), "status_forcelist",
+                                None) or ()) & set(codes))  # fmt: skip
+    if forced:
+        warnings.warn(
+            f"this adapter's Retry has {', '.join(map(str, forced))} in status_forcelist: "
+            "urllib3 resends the same (dead) session and the auth never recovers; "
+            "remove them (keep 502, 503, 504)",
+            UserWarning,
+            stacklevel=stacklevel,
+        )
 
 
 def _env(name: str) -> str:
@@ -263,14 +314,22 @@ class TaniumSessionAuth(StateView, Closing, AuthBase):
         if self._requires is not None:
             self._policy.require(SpecCheck(self._requires, sid.url))
         self._gate = self._policy.gate  # a server requirement is unchecked or unmet
+        self._told_retried = False  # the status_forcelist WARNING was given
         sid.on_token_update = self._token_updated
 
     # -- construction helpers -----------------------------------------------------
 
     @classmethod
-    def from_env(cls, **kwargs: Any) -> TaniumSessionAuth:
+    def from_env(cls, **kwargs: Unpack[AuthOptions]) -> TaniumSessionAuth:
         """Build from ``TANIUM_URL`` and ``TANIUM_SESSION``; ``ValueError`` names a missing one."""
-        return cls(_env(ENV_URL), _env(ENV_SESSION), **kwargs)
+        url = _env(ENV_URL)
+        session = _env(ENV_SESSION)
+        try:
+            check_token(session, ENV_SESSION)
+        except ValueError as exc:
+            hint = " (strip the trailing newline)" if session != session.strip() else ""
+            raise ValueError(f"environment variable {exc}{hint}") from None
+        return cls(url, session, **kwargs)
 
     @classmethod
     def from_credentials(
@@ -282,7 +341,7 @@ class TaniumSessionAuth(StateView, Closing, AuthBase):
         domain: str = "",
         secondary: str = "",
         persistent: bool = False,
-        **kwargs: Any,
+        **kwargs: Unpack[AuthOptions],
     ) -> TaniumSessionAuth:
         """Log in with ``POST /auth`` (base64 ``username``/``password`` headers) and use
         the same login as ``refresh``, so the session survives expiry and revocation.
@@ -293,23 +352,30 @@ class TaniumSessionAuth(StateView, Closing, AuthBase):
         """
         if "refresh" in kwargs or "session" in kwargs or "session_id" in kwargs:
             raise TypeError("from_credentials() makes its own session and refresh")
-        timeout = check_seconds("login_timeout", kwargs.get("login_timeout", DEFAULT_LOGIN_TIMEOUT))
-        client = kwargs.pop("http_client", None)
+        try:  # a misspelt argument is refused before any login
+            inspect.signature(cls).bind_partial(**kwargs)
+        except TypeError as exc:
+            raise TypeError(f"from_credentials(): {exc}") from None
+        options: dict[str, Any] = dict(kwargs)
+        timeout = check_seconds(
+            "login_timeout", options.get("login_timeout", DEFAULT_LOGIN_TIMEOUT)
+        )
+        client = options.pop("http_client", None)
         owns = client is None
         if client is None:
             client = HttpClient(
                 url,
-                verify=kwargs.pop("verify", True),
-                cert=kwargs.pop("cert", None),
-                proxies=kwargs.pop("proxies", None),
-                allow_http=kwargs.pop("allow_http", False),
+                verify=options.pop("verify", True),
+                cert=options.pop("cert", None),
+                proxies=options.pop("proxies", None),
+                allow_http=options.pop("allow_http", False),
             )
         try:
             login = CredentialLogin(client, username, password, domain, secondary, persistent)
-            fresh_for = kwargs.get("revalidate_after", DEFAULT_REVALIDATE_AFTER)
-            ttl = kwargs.get("expires_after", DEFAULT_EXPIRES_AFTER)
-            session = login.first_session(timeout, kwargs.get("store"), fresh_for, ttl)
-            auth = cls(session=session, http_client=client, refresh=login, **kwargs)
+            fresh_for = options.get("revalidate_after", DEFAULT_REVALIDATE_AFTER)
+            ttl = options.get("expires_after", DEFAULT_EXPIRES_AFTER)
+            session = login.first_session(timeout, options.get("store"), fresh_for, ttl)
+            auth = cls(session=session, http_client=client, refresh=login, **options)
         except BaseException:
             if owns:
                 client.close()
@@ -366,8 +432,11 @@ class TaniumSessionAuth(StateView, Closing, AuthBase):
     def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
         url = r.url
         # The prefix test is is_tanium_url's own fast path, inlined: this runs per request.
-        if not url or not (url.startswith(self._prefixes) or self.is_tanium_url(url)):
-            return r
+        try:
+            if not url or not (url.startswith(self._prefixes) or self.is_tanium_url(url)):
+                return r
+        except AttributeError:  # not a requests.PreparedRequest: httpx's, most likely
+            raise TypeError(_WRONG_CLIENT) from None
         if self._flights.in_callbacks and self._flights.in_callback():
             return r  # a login made from inside refresh() or on_token_update()
         if self._gate:
@@ -411,7 +480,22 @@ class TaniumSessionAuth(StateView, Closing, AuthBase):
             return r
         if sent is None or status not in self.refresh_status_codes:
             return r
+        if not self._told_retried:
+            self._retried(r)
         return self._recovered(r, sent, kwargs, f"answered {status}")
+
+    def _retried(self, r: requests.Response) -> None:
+        """One WARNING when urllib3 already retried this 401/403 (``status_forcelist``)."""
+        history = getattr(getattr(getattr(r, "raw", None), "retries", None), "history", ())
+        if any(getattr(h, "status", None) in self.refresh_status_codes for h in history):
+            self._told_retried = True
+            log.warning(
+                "urllib3 retried a %s from %s before the auth saw it: a Retry with 401/403 "
+                "in status_forcelist resends the same session; remove them so the auth "
+                "can recover",
+                r.status_code,
+                self._sid.url,
+            )
 
     def _recovered(
         self, r: requests.Response, sent: str, kwargs: dict[str, Any], what: str
@@ -550,7 +634,7 @@ class TaniumSession(requests.Session):
         session: Optional[str] = None,
         *,
         auth: Optional[TaniumSessionAuth] = None,
-        **auth_kwargs: Any,
+        **auth_kwargs: Unpack[AuthOptions],
     ) -> None:
         if auth is None:
             auth = TaniumSessionAuth(url, session, **auth_kwargs)
@@ -566,7 +650,7 @@ class TaniumSession(requests.Session):
         self.base_url = auth.http_client.url
 
     @classmethod
-    def from_env(cls, **kwargs: Any) -> TaniumSession:
+    def from_env(cls, **kwargs: Unpack[AuthOptions]) -> TaniumSession:
         """Build from ``TANIUM_URL`` and ``TANIUM_SESSION``."""
         session = cls(auth=TaniumSessionAuth.from_env(**kwargs))
         session._owns_auth = True
@@ -574,10 +658,22 @@ class TaniumSession(requests.Session):
 
     @classmethod
     def from_credentials(
-        cls, url: str, username: str, password: str, **kwargs: Any
+        cls,
+        url: str,
+        username: str,
+        password: str,
+        *,
+        domain: str = "",
+        secondary: str = "",
+        persistent: bool = False,
+        **kwargs: Unpack[AuthOptions],
     ) -> TaniumSession:
         """Log in with credentials; the login also refreshes the session when it dies."""
-        session = cls(auth=TaniumSessionAuth.from_credentials(url, username, password, **kwargs))
+        auth = TaniumSessionAuth.from_credentials(
+            url, username, password, domain=domain, secondary=secondary,
+            persistent=persistent, **kwargs,
+        )  # fmt: skip
+        session = cls(auth=auth)
         session._owns_auth = True
         return session
 
@@ -604,6 +700,14 @@ class TaniumSession(requests.Session):
         if verify is None and self.verify is not True:
             verify = self.verify
         return super().merge_environment_settings(url, proxies, stream, verify, cert)
+
+    def mount(self, prefix: Union[str, bytes], adapter: requests.adapters.BaseAdapter) -> None:
+        """As ``requests`` does; warns when the adapter's urllib3 ``Retry`` retries a
+        status this auth recovers from (a retry resends the same, dead token)."""
+        auth = getattr(self, "auth", None)  # requests mounts its defaults before that
+        if isinstance(auth, TaniumSessionAuth):
+            warn_retried_statuses(adapter, auth.refresh_status_codes, stacklevel=3)
+        super().mount(prefix, adapter)
 
     def rebuild_auth(
         self, prepared_request: requests.PreparedRequest, response: requests.Response

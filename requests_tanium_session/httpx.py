@@ -537,3 +537,10 @@ class TaniumAuth(PolicyFront, httpx.Auth):
 
     def __getstate__(self) -> Any:
         raise TypeError("TaniumAuth is not pickled: it holds a live session")
+
+    def __call__(self, request: Any) -> Any:
+        """Refused: ``requests`` calls its auth like this, and this is httpx's."""
+        raise TypeError(
+            "TaniumAuth is the auth for httpx; for requests use "
+            "requests_tanium_session.TaniumSessionAuth (or TaniumSession)"
+        )

@@ -200,9 +200,14 @@ def _checked(
     if directory and not stat.S_ISDIR(info.st_mode):
         raise NotADirectoryError(f"{what} {path} is not a directory")
     if info.st_mode & 0o077:
+        fix = (
+            f"keep the store in a private directory instead (mkdir -m 700 {path}/tanium)"
+            if directory
+            else "chmod go= it"
+        )
         raise PermissionError(
             f"{what} {path} is open to group or others (mode {stat.S_IMODE(info.st_mode):o}); "
-            "whoever can read the store holds the session: chmod go= it"
+            f"whoever can read the store holds the session: {fix}"
         )
 
 
@@ -211,11 +216,15 @@ class FileStore(SessionStore):
 
     Args:
         path: the record file. It and its directory must belong to this user and be
-            closed to group and others (``PermissionError`` here otherwise).
+            closed to group and others (``PermissionError`` here otherwise); a missing
+            directory is created ``0700`` (its parent must exist).
     """
 
     def __init__(self, path: Union[str, os.PathLike[str]]) -> None:
         self.path = Path(os.fspath(path)).absolute()
+        with contextlib.suppress(FileExistsError):
+            if not self.path.parent.exists():
+                self.path.parent.mkdir(mode=0o700)
         _private(self.path.parent, "directory", directory=True)
         if self.path.exists() or self.path.is_symlink():
             if self.path.is_symlink():

@@ -90,3 +90,14 @@ def test_readme_plugin_example_runs(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_readme=code)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-W", "error")
     result.assert_outcomes(passed=code.count("\ndef test_"))
+
+
+def test_the_tls_fixture_without_trustme_fails_with_the_install_line(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makeconftest("import sys\nsys.modules['trustme'] = None  # not installed\n")
+    pytester.makepyfile(test_tls="def test_tls(tanium_server_tls):\n    pass\n")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(['*needs trustme: pip install "requests-tanium-session[[]test]"*'])
+    assert "During handling" not in result.stdout.str()
