@@ -8,10 +8,14 @@ see argv in ``ps``): it comes from ``TANIUM_SESSION`` or a hidden prompt.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
+import io
 import json
 import logging
 import os
+import re
+import shutil
 import signal
 import sys
 import tempfile
@@ -57,6 +61,17 @@ def _out(text: str, stream: Optional[TextIO] = None) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    if not args.json:
+        return _story(args)
+    lines = io.StringIO()
+    with contextlib.redirect_stdout(lines):
+        code = _story(args)
+    text = lines.getvalue().splitlines()
+    _out(json.dumps({"ok": code == EXIT_OK, "lines": text, "done": text[-1] if text else ""}))
+    return code
+
+
+def _story(args: argparse.Namespace) -> int:
     from .testing.server import DEFAULT_USER, TaniumServer
 
     threads, count = args.threads, args.requests
@@ -183,7 +198,10 @@ def _client(args: argparse.Namespace) -> HttpClient:
         if not os.path.exists(args.ca_bundle):
             raise _Fail(f"--ca-bundle: no such file or directory: {args.ca_bundle}")
         verify = args.ca_bundle
-    return HttpClient(url, verify=verify, allow_http=args.allow_http)
+    try:
+        return HttpClient(url, verify=verify, allow_http=args.allow_http)
+    except ValueError as exc:
+        raise _Fail(str(exc).replace("allow_http=True", "--allow-http")) from None
 
 
 def _session_id(args: argparse.Namespace, client: HttpClient) -> SessionId:
@@ -265,17 +283,51 @@ def _judge(exc: Exception) -> tuple[int, str, Optional[int]]:
         return exc.code, str(exc), exc.status
     response = getattr(exc, "response", None)
     status = response.status_code if response is not None else None
+    if isinstance(exc, LogoutError) and response is not None and status in (401, 403):
+        return (
+            EXIT_REJECTED,
+            f"rejected: {response.url} answered {status}: the server no longer knows this "
+            "session (already logged out, expired or revoked); there is nothing to end",
+            status,
+        )
     if isinstance(exc, InvalidToken) or (
         isinstance(exc, LogoutError) and status is not None and 400 <= status < 500
     ):
         return EXIT_REJECTED, f"rejected: {exc}", status
-    if isinstance(exc, (TaniumAuthError, requests.RequestException)):
+    if isinstance(exc, TaniumAuthError):
         return EXIT_ERROR, f"{type(exc).__name__}: {exc}", status
+    if isinstance(exc, requests.RequestException):
+        return EXIT_ERROR, _transport(exc), status
     if isinstance(exc, (TypeError, ValueError)):
         return EXIT_ERROR, str(exc), None
     if isinstance(exc, OSError):
         return EXIT_ERROR, f"{type(exc).__name__}: {exc.strerror or exc}", None
     raise exc
+
+
+def _transport(exc: requests.RequestException) -> str:
+    """One short line for a transport failure: what failed and what to check, without
+    urllib3's wrapped text."""
+    url = getattr(exc.request, "url", None) or "the server"
+    url = url.split("/auth")[0] if isinstance(url, str) else url
+    text = str(exc)
+    if isinstance(exc, requests.exceptions.SSLError):
+        if "WRONG_VERSION_NUMBER" in text or "record layer" in text:
+            why = "it does not speak TLS there (an http:// port?)"
+        else:
+            why = "its certificate is not trusted (--ca-bundle)"
+        return f"SSLError: TLS with {url} failed: {why}; is this a Tanium server? check the URL"
+    if isinstance(exc, requests.exceptions.Timeout):
+        return f"{type(exc).__name__}: {url} did not answer in time; check the URL or --timeout"
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        if "Name or service not known" in text or "NameResolution" in text:
+            why = "the host name does not resolve"
+        elif "refused" in text:
+            why = "the connection was refused"
+        else:
+            why = "no connection could be made"
+        return f"ConnectionError: {url}: {why}; is this a Tanium server? check the URL"
+    return f"{type(exc).__name__}: {url}: the request failed; check the URL"
 
 
 # -- serve ------------------------------------------------------------------
@@ -295,61 +347,100 @@ def _serve(args: argparse.Namespace) -> int:
             from .testing.tls import local_tls
         except ImportError:  # pragma: no cover - the module itself imports nothing extra
             raise _Fail("--tls needs trustme (the 'test' extra)") from None
-        fd, bundle = tempfile.mkstemp(prefix="tanium-ca-", suffix=".pem")
-        os.close(fd)
+        # A private directory (0700): nobody else can put another CA where users were
+        # told to find this one, during the run or after it.
+        private = tempfile.mkdtemp(prefix="tanium-ca-")
+        bundle = os.path.join(private, "ca.pem")
         try:
             context = local_tls(bundle)
         except ImportError:
-            os.unlink(bundle)
+            shutil.rmtree(private)
             raise _Fail("--tls needs trustme (the 'test' extra)") from None
     server = TaniumServer(ssl_context=context, port=args.port)
     try:
         server.start()
     except OSError as exc:
         if bundle:
-            os.unlink(bundle)
+            shutil.rmtree(os.path.dirname(bundle))
         raise _Fail(f"cannot listen on port {args.port}: {exc.strerror}") from None
     stop = threading.Event()
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, lambda *_: stop.set())  # clean up on terminate too
     try:
-        _out(f"local Tanium server at {server.url}")
-        if bundle:
-            _out(f"CA bundle: {bundle}")
         session = server.new_session()
-        _out(f"session id: {session}")
-        _out(f"API token: {server.new_api_token()}")
-        _out("")
-        _out("use it from a shell (values for this local server only):")
-        _out(f"  export {ENV_URL}={server.url}")
-        _out(f"  export {ENV_SESSION}={session}")
-        if bundle:
-            _out(f"  export REQUESTS_CA_BUNDLE={bundle}")
-        _out("  export NO_PROXY=127.0.0.1,localhost   # keep proxies off the local server")
-        _out(
-            f"log in with user {DEFAULT_USER[0]!r}, password {DEFAULT_USER[1]!r} "
-            "(TaniumSessionAuth.from_credentials, or POST /auth)"
-        )
-        _out(
-            f"sessions expire after {DEFAULT_EXPIRATION:.0f} s idle; type 'new-session' "
-            "here for a fresh one"
-        )
-        _out(_SERVE_HELP)
-        _out("press Ctrl-C to stop")
-        threading.Thread(target=_commands, args=(server, stop), daemon=True).start()
+        if args.json:
+            info = {"url": server.url, "session": session, "api_token": server.new_api_token(),
+                    "ca_bundle": bundle, "user": DEFAULT_USER[0], "password": DEFAULT_USER[1],
+                    "expires_after": DEFAULT_EXPIRATION}  # fmt: skip
+            _out(json.dumps(info))
+        else:
+            _greet(server, session, bundle)
+        threading.Thread(target=_commands, args=(server, stop, args.json), daemon=True).start()
+        if not args.quiet and not args.json:
+            tty = sys.stdout.isatty()
+            threading.Thread(target=_status, args=(server, stop, tty), daemon=True).start()
         deadline = time.monotonic() + args.duration if args.duration else None
         while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
             stop.wait(0.2)
     except KeyboardInterrupt:
         pass
     finally:
+        stop.set()
         server.stop()
         if bundle:
-            os.unlink(bundle)
+            shutil.rmtree(os.path.dirname(bundle), ignore_errors=True)
     return EXIT_OK
 
 
-def _commands(server: TaniumServer, stop: threading.Event) -> None:
+def _greet(server: TaniumServer, session: str, bundle: Optional[str]) -> None:
+    """What ``serve`` prints first: where, what to export, how to log in."""
+    from .testing.server import DEFAULT_EXPIRATION, DEFAULT_USER
+
+    _out(f"local Tanium server at {server.url}")
+    if bundle:
+        _out(f"CA bundle: {bundle}")
+    _out(f"session id: {session}")
+    _out(f"API token: {server.new_api_token()}")
+    _out("")
+    _out("use it from a shell (values for this local server only):")
+    _out(f"  export {ENV_URL}={server.url}")
+    _out(f"  export {ENV_SESSION}={session}")
+    if bundle:
+        _out(f"  export REQUESTS_CA_BUNDLE={bundle}")
+    _out("  export NO_PROXY=127.0.0.1,localhost   # keep proxies off the local server")
+    _out(
+        f"log in with user {DEFAULT_USER[0]!r}, password {DEFAULT_USER[1]!r} "
+        "(TaniumSessionAuth.from_credentials, or POST /auth)"
+    )
+    _out(
+        f"sessions expire after {DEFAULT_EXPIRATION:.0f} s idle; type 'new-session' "
+        "here for a fresh one"
+    )
+    _out(_SERVE_HELP)
+    _out("press Ctrl-C to stop")
+
+
+def _status(server: TaniumServer, stop: threading.Event, tty: bool) -> None:
+    """A live status line: rewritten every second on a terminal, else a line every
+    5 seconds when something changed."""
+    every = 1.0 if tty else 5.0
+    last_requests, last = 0, ""
+    while not stop.wait(every):
+        calls = server.auth_calls
+        total = sum(server.counts.values())
+        line = (
+            f"status: {server.session_count} sessions, {calls['validate']} validations, "
+            f"{calls['login']} logins, {(total - last_requests) / every:.1f} requests/s"
+        )
+        last_requests = total
+        if tty:
+            print("\r" + line.ljust(79), end="", flush=True)
+        elif line != last:
+            _out(line)
+        last = line
+
+
+def _commands(server: TaniumServer, stop: threading.Event, as_json: bool = False) -> None:
     """Answer the line commands of ``serve`` until standard input ends."""
     stdin = sys.stdin
     if stdin is None:
@@ -357,9 +448,15 @@ def _commands(server: TaniumServer, stop: threading.Event) -> None:
     for line in stdin:
         command = line.strip()
         if command == "new-session":
-            _out(f"session id: {server.new_session()}")
+            session = server.new_session()
+            if as_json:
+                _out(json.dumps({"session": session}))
+            else:
+                _out(f"session id: {session}")
+                _out(f"  export {ENV_SESSION}={session}")
         elif command == "new-token":
-            _out(f"API token: {server.new_api_token()}")
+            token = server.new_api_token()
+            _out(json.dumps({"api_token": token}) if as_json else f"API token: {token}")
         elif command == "quit":
             stop.set()
             return
@@ -386,23 +483,26 @@ class _Parser(argparse.ArgumentParser):
         return parsed
 
     def error(self, message: str) -> NoReturn:
-        if "invalid choice" not in message and "unrecognized arguments" not in message:
-            message = message.split(": '", 1)[0]  # "invalid int value: 'x'" -> no value
+        if "unrecognized arguments" not in message:  # (those are named without values)
+            # "invalid choice: 'x'", "ignored explicit argument 'x'", "invalid float
+            # value: 'x'": whatever was typed may be a secret.
+            message = re.sub(r"(: |argument )'[^']*'", r"\1(value not shown)", message)
         self.print_usage(sys.stderr)
         self.exit(EXIT_ERROR, f"{self.prog}: error: {message}\n")
 
 
 def _common() -> _Parser:
     """Options that work before and after the subcommand."""
-    common = _Parser(add_help=False)
+    common = _Parser(add_help=False, allow_abbrev=False)
     s = argparse.SUPPRESS
     common.add_argument("-v", "--verbose", action="store_true", default=s, help="show DEBUG logs")
+    common.add_argument("--json", action="store_true", default=s, help="one JSON object on stdout")
     return common
 
 
 def _connection() -> _Parser:
     """Options of the commands that talk to a Tanium server."""
-    conn = _Parser(add_help=False)
+    conn = _Parser(add_help=False, allow_abbrev=False)
     s = argparse.SUPPRESS
     conn.add_argument("--url", default=s, help=f"Tanium server URL (default: {ENV_URL})")
     conn.add_argument("--ca-bundle", default=s, help="CA bundle that verifies the server")
@@ -414,7 +514,6 @@ def _connection() -> _Parser:
         help=f"seconds per call (default {DEFAULT_LOGIN_TIMEOUT:g})",
     )
     conn.add_argument("--allow-http", action="store_true", default=s, help="allow http:// hosts")
-    conn.add_argument("--json", action="store_true", default=s, help="one JSON object on stdout")
     return conn
 
 
@@ -433,6 +532,7 @@ def _parser() -> argparse.ArgumentParser:
     common, conn = _common(), _connection()
     parser = _Parser(
         prog="tanium-session",
+        allow_abbrev=False,
         description="Tanium session tools for requests users.",
         parents=[common, conn],
         epilog="exit codes: 0 ok, 1 the server rejected the session, "
@@ -442,8 +542,9 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     demo = sub.add_parser(
-        "demo", parents=[common], help="run a short story against the built-in server"
-    )
+        "demo", parents=[common], help="run a short story against the built-in server",
+        allow_abbrev=False,
+    )  # fmt: skip
     demo.add_argument("--threads", type=int, default=4, help="threads of the burst (default 4)")
     demo.add_argument(
         "--requests", type=int, default=40, help="requests of the burst, in all (default 40)"
@@ -454,14 +555,16 @@ def _parser() -> argparse.ArgumentParser:
         ("validate", _validate, f"check a session ({ENV_SESSION} or a prompt)"),
         ("logout", _logout, f"end a session ({ENV_SESSION} or a prompt)"),
     ):
-        cmd = sub.add_parser(name, parents=[common, conn], help=text)
+        cmd = sub.add_parser(name, parents=[common, conn], help=text, allow_abbrev=False)
         cmd.set_defaults(main=_report, run=run)
         if name == "logout":
             cmd.add_argument("--all", action="store_true", help="end every session of the user")
 
     serve = sub.add_parser(
-        "serve", parents=[common], help="run the local Tanium server in the foreground"
-    )
+        "serve", parents=[common], help="run the local Tanium server in the foreground",
+        allow_abbrev=False,
+    )  # fmt: skip
+    serve.add_argument("--quiet", action="store_true", help="no live status line")
     serve.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: any)")
     serve.add_argument("--tls", action="store_true", help="serve HTTPS with a throwaway CA")
     serve.add_argument("--duration", type=float, default=0, help=argparse.SUPPRESS)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Optional
 
@@ -121,7 +123,7 @@ def test_rejected_session_exits_1_with_one_line(server: TaniumServer) -> None:
             ["validate", "--url", "http://tanium.example.com"],
             {"TANIUM_SESSION": "1-2-ab"},
             "",
-            "allow_http",
+            "--allow-http",
         ),
         (
             ["validate", "--url", "http://127.0.0.1:1"],
@@ -146,7 +148,48 @@ def test_transport_error_exits_2() -> None:
     url = f"http://127.0.0.1:{free_port()}"
     proc = run("validate", "--url", url, "--timeout", "2", env={"TANIUM_SESSION": "1-2-abc"})
     assert proc.returncode == 2 and "ConnectionError" in proc.stderr
+    assert "refused; is this a Tanium server? check the URL" in proc.stderr
+    assert "HTTPConnectionPool" not in proc.stderr and len(proc.stderr) < 160
     _no_traceback(proc)
+
+
+def test_https_to_an_http_port_says_check_the_url(server: TaniumServer) -> None:
+    url = server.url.replace("http://", "https://")
+    proc = run("validate", "--url", url, env={"TANIUM_SESSION": server.new_session()})
+    assert proc.returncode == 2
+    assert "does not speak TLS there" in proc.stderr and "check the URL" in proc.stderr
+    assert proc.stderr.count("\n") == 1 and len(proc.stderr) < 200
+    _no_traceback(proc)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["sekrit-1-2"], ["validate", "--json=sekrit-1-2"], ["-vsekrit-1-2", "validate"],
+     ["logout", "--al=sekrit-1-2"], ["validate", "--timeout", "sekrit-1-2"]],
+    ids=["subcommand", "json-value", "short-option", "abbreviation", "bad-number"],
+)  # fmt: skip
+def test_argument_errors_never_echo_a_value(args: list[str]) -> None:
+    proc = run(*args)
+    assert proc.returncode == 2
+    assert "sekrit" not in proc.stderr + proc.stdout
+    _no_traceback(proc)
+
+
+def test_a_second_logout_says_there_is_nothing_to_end(server: TaniumServer) -> None:
+    env = {"TANIUM_SESSION": server.new_session()}
+    assert run("logout", "--url", server.url, env=env).returncode == 0
+    proc = run("logout", "--url", server.url, env=env)
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1
+    assert "no longer knows this session" in proc.stderr and "nothing to end" in proc.stderr
+    assert "refused to a logout" not in proc.stderr
+
+
+def test_demo_json_is_one_object() -> None:
+    proc = run("demo", "--json", "--requests", "8", "--threads", "2")
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout)
+    assert info["ok"] is True and info["done"].startswith("done: ")
+    assert any("permission answer" in line for line in info["lines"])
 
 
 @pytest.mark.parametrize(
@@ -286,7 +329,7 @@ def test_version() -> None:
 
 def _serve(*extra: str) -> tuple[subprocess.Popen[str], dict[str, str]]:
     proc = subprocess.Popen(
-        [SCRIPT, "serve", "--duration", "30", *extra],
+        [SCRIPT, "serve", "--duration", "30", "--quiet", *extra],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -322,6 +365,7 @@ def test_serve_prints_url_session_and_api_token(tls: bool) -> None:
         proc.stdin.write("new-session\n")
         proc.stdin.flush()
         fresh = proc.stdout.readline().split(": ", 1)[1].strip()
+        assert proc.stdout.readline().strip() == f"export TANIUM_SESSION={fresh}"
         assert fresh != info["session id"]
         resp = requests.get(url + "/api/v2/sensors", headers={"session": fresh}, verify=verify)  # type: ignore[arg-type]
         assert resp.status_code == 200
@@ -332,7 +376,49 @@ def test_serve_prints_url_session_and_api_token(tls: bool) -> None:
             if stream:
                 stream.close()
     if tls:
-        assert not Path(info["CA bundle"]).exists()  # removed when the server stopped
+        bundle = Path(info["CA bundle"])
+        assert not bundle.exists() and not bundle.parent.exists()  # removed at the stop
+        assert bundle.parent != Path(tempfile.gettempdir())  # in a private directory
+
+
+def test_serve_tls_bundle_lives_in_a_private_directory() -> None:
+    proc, info = _serve("--tls")
+    try:
+        directory = Path(info["CA bundle"]).parent
+        assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        for stream in (proc.stdin, proc.stdout):
+            if stream:
+                stream.close()
+
+
+def test_serve_json_and_live_status() -> None:
+    proc = subprocess.Popen(
+        [SCRIPT, "serve", "--json", "--duration", "30"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None and proc.stdin is not None
+        info = json.loads(proc.stdout.readline())
+        assert set(info) >= {"url", "session", "api_token", "user"}
+        proc.stdin.write("new-session\n")
+        proc.stdin.flush()
+        assert set(json.loads(proc.stdout.readline())) == {"session"}
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        for stream in (proc.stdin, proc.stdout):
+            if stream:
+                stream.close()
+    status = subprocess.Popen(
+        [SCRIPT, "serve", "--duration", "7"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    out, _ = status.communicate(timeout=30)
+    lines = [line for line in out.splitlines() if line.startswith("status: ")]
+    assert lines and "sessions" in lines[0] and "requests/s" in lines[0]
 
 
 def test_console_script_is_installed() -> None:
