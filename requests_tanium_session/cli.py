@@ -32,7 +32,14 @@ from . import __version__
 from .auth import TaniumSessionAuth
 from .exceptions import InvalidToken, LoginError, LogoutError, TaniumAuthError
 from .http_client import HttpClient
-from .protocol import AUTH_PATH, DEFAULT_LOGIN_TIMEOUT, ENV_SESSION, ENV_URL
+from .protocol import (
+    AUTH_PATH,
+    DEFAULT_LOGIN_TIMEOUT,
+    ENV_SESSION,
+    ENV_URL,
+    check_token,
+    transport_reason,
+)
 from .session_id import SessionId
 from .versions import get_server_version
 
@@ -207,9 +214,15 @@ def _client(args: argparse.Namespace) -> HttpClient:
 def _session_id(args: argparse.Namespace, client: HttpClient) -> SessionId:
     if args.timeout <= 0:
         raise _Fail("--timeout must be greater than 0")
+    session = _read_session()
+    try:
+        check_token(session, ENV_SESSION if os.environ.get(ENV_SESSION) else "the session")
+    except ValueError as exc:
+        hint = "; strip the surrounding whitespace" if session != session.strip() else ""
+        raise _Fail(f"{exc}{hint}") from None
     return SessionId(
         client,
-        _read_session(),
+        session,
         login_timeout=args.timeout,
         logout_timeout=args.timeout,
         ver_check=False,
@@ -306,28 +319,13 @@ def _judge(exc: Exception) -> tuple[int, str, Optional[int]]:
 
 
 def _transport(exc: requests.RequestException) -> str:
-    """One short line for a transport failure: what failed and what to check, without
-    urllib3's wrapped text."""
-    url = getattr(exc.request, "url", None) or "the server"
-    url = url.split("/auth")[0] if isinstance(url, str) else url
+    """One short line for a transport failure (the auth's own calls already say what
+    failed and what to check; anything else gets the same words)."""
     text = str(exc)
-    if isinstance(exc, requests.exceptions.SSLError):
-        if "WRONG_VERSION_NUMBER" in text or "record layer" in text:
-            why = "it does not speak TLS there (an http:// port?)"
-        else:
-            why = "its certificate is not trusted (--ca-bundle)"
-        return f"SSLError: TLS with {url} failed: {why}; is this a Tanium server? check the URL"
-    if isinstance(exc, requests.exceptions.Timeout):
-        return f"{type(exc).__name__}: {url} did not answer in time; check the URL or --timeout"
-    if isinstance(exc, requests.exceptions.ConnectionError):
-        if "Name or service not known" in text or "NameResolution" in text:
-            why = "the host name does not resolve"
-        elif "refused" in text:
-            why = "the connection was refused"
-        else:
-            why = "no connection could be made"
-        return f"ConnectionError: {url}: {why}; is this a Tanium server? check the URL"
-    return f"{type(exc).__name__}: {url}: the request failed; check the URL"
+    if "Max retries exceeded" in text or "Caused by" in text:  # urllib3's wrapped text
+        url = getattr(exc.request, "url", None) or "the server"
+        text = f"{url}: {transport_reason(text)}"
+    return f"{type(exc).__name__}: {text}"
 
 
 # -- serve ------------------------------------------------------------------

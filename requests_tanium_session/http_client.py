@@ -19,7 +19,7 @@ from requests.auth import AuthBase
 from urllib3.util import Retry, parse_url
 
 from ._drive import Worker, on_worker
-from .protocol import REDACTED, SECRET_HEADERS, Call
+from .protocol import REDACTED, SECRET_HEADERS, Call, transport_reason
 
 __all__ = [
     "Answer",
@@ -362,7 +362,18 @@ class HttpClient(Closing):
                 f"{call.method} {self.url}{call.path} did not finish within {timeout:g} s"
             )
 
-        return on_worker(partial(self._run, call, timeout), timeout, give_up)
+        try:
+            return on_worker(partial(self._run, call, timeout), timeout, give_up)
+        except requests.exceptions.ConnectionError as exc:
+            if isinstance(exc, (requests.exceptions.Timeout, requests.exceptions.ProxyError)):
+                raise
+            # The same type, in a few words instead of urllib3's wrapped text (its
+            # cause keeps the details).
+            raise type(exc)(
+                f"{call.method} {self.url}{call.path}: {transport_reason(str(exc))}",
+                request=exc.request,
+                response=exc.response,
+            ) from exc
 
     def _run(self, call: Call, timeout: float, worker: Worker[Answer]) -> Answer:
         try:

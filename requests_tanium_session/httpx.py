@@ -13,6 +13,7 @@ redacted on anything raised), so they never appear in the caller's ``history``.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import os
 import ssl
@@ -386,6 +387,11 @@ class TaniumAuth(PolicyFront, httpx.Auth):
         ``verify``, and a request hook that removes the header from every request not
         to the origin (redirect hops included: httpx carries custom headers across
         origins)."""
+        if inspect.iscoroutinefunction(self.refresh):
+            raise TypeError(
+                "refresh is a coroutine function: an httpx.Client cannot await it; use "
+                "async_client() or give TaniumAuth a plain function"
+            )
         hooks = dict(kwargs.pop("event_hooks", None) or {})
         hooks["request"] = [self._strip, *hooks.get("request", [])]
         kwargs.setdefault("base_url", self.url)

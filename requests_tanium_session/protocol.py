@@ -301,12 +301,27 @@ class Verdict:
     token: Optional[str] = field(default=None, repr=False)
 
 
+#: Said of an answer or a failure that suggests the URL is not a Tanium server's.
+CHECK_URL = "is this a Tanium server? check the URL"
+
+
+def transport_reason(text: str) -> str:
+    """What a transport failure's (long, urllib3-wrapped) ``text`` means, in a few words."""
+    if "WRONG_VERSION_NUMBER" in text or "record layer failure" in text:
+        return f"it does not speak TLS there (an http:// port?); {CHECK_URL}"
+    if "CERTIFICATE_VERIFY_FAILED" in text:
+        return "its certificate is not trusted (give a CA bundle: verify=...)"
+    if "NameResolution" in text or "Name or service not known" in text:
+        return f"the host name does not resolve; {CHECK_URL}"
+    if "refused" in text:
+        return f"the connection was refused; {CHECK_URL}"
+    return f"no connection could be made; {CHECK_URL}"
+
+
 def _status_verdict(status: int, what: str) -> Verdict:
     """Judge a non-200 status (the one status rule every call shares)."""
     if status in NOT_TANIUM_STATUSES:
-        return Verdict(
-            Kind.NOT_TANIUM, f"answered {status}: is this a Tanium server? check the URL"
-        )
+        return Verdict(Kind.NOT_TANIUM, f"answered {status}: {CHECK_URL}")
     if status in TRANSIENT_STATUSES or status >= 500:
         return Verdict(Kind.TRANSIENT, f"answered {status}; try again later")
     if 400 <= status < 500:
@@ -349,6 +364,9 @@ def judge_token(call: Call, status: int, body: Optional[bytes]) -> Verdict:
     except UnicodeDecodeError:
         value = None
     if not isinstance(value, str) or not token_shaped(value, call.sent):
+        looks = body.lstrip()[:64].lower()
+        if looks.startswith((b"<!doctype html", b"<html", b"<?xml", b"{", b"[")):
+            return Verdict(Kind.MALFORMED, f"answered 200 with a page, not a token: {CHECK_URL}")
         return Verdict(Kind.MALFORMED, "answered 200 with something that is not a token")
     return Verdict(Kind.OK, "answered 200", token=value)
 

@@ -175,6 +175,15 @@ def test_argument_errors_never_echo_a_value(args: list[str]) -> None:
     _no_traceback(proc)
 
 
+def test_a_session_with_a_newline_names_its_source_and_says_strip(server: TaniumServer) -> None:
+    session = server.new_session()
+    proc = run("validate", "--url", server.url, env={"TANIUM_SESSION": session + "\n"})
+    assert proc.returncode == 2
+    assert "TANIUM_SESSION" in proc.stderr and "strip" in proc.stderr
+    assert session not in proc.stderr
+    _no_traceback(proc)
+
+
 def test_a_second_logout_says_there_is_nothing_to_end(server: TaniumServer) -> None:
     env = {"TANIUM_SESSION": server.new_session()}
     assert run("logout", "--url", server.url, env=env).returncode == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import stat
@@ -22,6 +23,8 @@ from requests_tanium_session import (
 )
 from requests_tanium_session.httpx import TaniumAuth
 from requests_tanium_session.testing import DEFAULT_USER, TaniumServer
+
+from .conftest import Servers, free_port
 
 USER, PASSWORD = DEFAULT_USER[0], DEFAULT_USER[1]
 SENSORS = "/api/v2/sensors"
@@ -118,3 +121,38 @@ def test_a_dead_session_names_the_remedy(server: TaniumServer) -> None:
         with pytest.raises(LoginError) as again:
             s.get(server.url + SENSORS)  # the object is dead now
         assert "auth.token" in str(again.value)
+
+
+def test_a_page_instead_of_a_token_says_check_the_url(servers: Servers) -> None:
+    server = servers.start()
+    server.inject("/auth", status=200, body=b"<!DOCTYPE html><html>Welcome</html>", count=None)
+    auth = TaniumSessionAuth(server.url, server.new_session(), revalidate_after=0)
+    with pytest.raises(LoginError, match="is this a Tanium server\\? check the URL"):
+        auth.session_id.validate()
+
+
+@pytest.mark.parametrize("case", ["refused", "tls-to-http"])
+def test_a_transport_failure_is_short_and_says_check_the_url(
+    server: TaniumServer, case: str
+) -> None:
+    url = (
+        f"http://127.0.0.1:{free_port()}"
+        if case == "refused"
+        else server.url.replace("http://", "https://")
+    )
+    auth = TaniumSessionAuth(url, server.new_session(), revalidate_after=0)
+    with pytest.raises(requests.ConnectionError) as info:
+        auth.session_id.validate()
+    message = str(info.value)
+    assert "check the URL" in message and "Max retries" not in message and len(message) < 160
+    assert isinstance(info.value.__cause__, requests.ConnectionError)  # the details
+
+
+def test_a_coroutine_refresh_is_refused_by_the_sync_httpx_client(server: TaniumServer) -> None:
+    async def refresh() -> str:
+        return server.new_session()
+
+    auth = TaniumAuth(server.url, server.new_session(), refresh=refresh)
+    with pytest.raises(TypeError, match="async_client"):
+        auth.client()
+    asyncio.run(auth.async_client().aclose())  # an AsyncClient can await it
