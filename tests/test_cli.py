@@ -336,6 +336,14 @@ def test_version() -> None:
     assert proc.returncode == 0 and __version__ in proc.stdout
 
 
+def _stop(proc: subprocess.Popen[str]) -> None:
+    proc.terminate()
+    proc.wait(10)
+    for stream in (proc.stdin, proc.stdout):
+        if stream:
+            stream.close()
+
+
 def _serve(*extra: str) -> tuple[subprocess.Popen[str], dict[str, str]]:
     proc = subprocess.Popen(
         [SCRIPT, "serve", "--duration", "30", "--quiet", *extra],
@@ -379,11 +387,7 @@ def test_serve_prints_url_session_and_api_token(tls: bool) -> None:
         resp = requests.get(url + "/api/v2/sensors", headers={"session": fresh}, verify=verify)  # type: ignore[arg-type]
         assert resp.status_code == 200
     finally:
-        proc.terminate()
-        proc.wait(10)
-        for stream in (proc.stdin, proc.stdout):
-            if stream:
-                stream.close()
+        _stop(proc)
     if tls:
         bundle = Path(info["CA bundle"])
         assert not bundle.exists() and not bundle.parent.exists()  # removed at the stop
@@ -396,11 +400,7 @@ def test_serve_tls_bundle_lives_in_a_private_directory() -> None:
         directory = Path(info["CA bundle"]).parent
         assert stat.S_IMODE(directory.stat().st_mode) == 0o700
     finally:
-        proc.terminate()
-        proc.wait(10)
-        for stream in (proc.stdin, proc.stdout):
-            if stream:
-                stream.close()
+        _stop(proc)
 
 
 def test_serve_json_and_live_status() -> None:
@@ -416,11 +416,7 @@ def test_serve_json_and_live_status() -> None:
         proc.stdin.flush()
         assert set(json.loads(proc.stdout.readline())) == {"session"}
     finally:
-        proc.terminate()
-        proc.wait(10)
-        for stream in (proc.stdin, proc.stdout):
-            if stream:
-                stream.close()
+        _stop(proc)
     status = subprocess.Popen(
         [SCRIPT, "serve", "--duration", "7"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
         text=True,

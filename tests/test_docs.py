@@ -21,7 +21,7 @@ import pytest
 
 from requests_tanium_session.testing import DEFAULT_USER, TaniumServer
 
-from .test_stores import RedisServer
+from .conftest import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]

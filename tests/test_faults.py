@@ -15,7 +15,6 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +30,9 @@ from requests_tanium_session.httpx import TaniumAuth
 from requests_tanium_session.testing import DEFAULT_USER, Fault, TaniumServer
 
 from . import fleet_worker
+from .conftest import RedisServer
 from .test_contract import FRONTS, Front, statuses
-from .test_stores import SPAWN, RedisServer
+from .test_stores import SPAWN
 
 USER, PASSWORD = DEFAULT_USER[0], DEFAULT_USER[1]
 SENSORS = "/api/v2/sensors"
@@ -304,17 +304,6 @@ class Blackhole:
         for c in self.conns:
             c.close()
         self.sock.close()
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    directory = tmp_path / "redis"
-    directory.mkdir(mode=0o700)
-    srv = RedisServer(directory)
-    yield srv
-    if srv.proc is not None:
-        os.kill(srv.proc.pid, signal.SIGCONT)
-    srv.stop()
 
 
 def _sessions(auth: TaniumSessionAuth, url: str, n: int) -> tuple[list[Any], float]:

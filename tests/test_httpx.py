@@ -211,8 +211,11 @@ def test_async_refresh_in_a_sync_client_is_a_type_error(server: TaniumServer) ->
 
     auth = TaniumAuth(server.url, server.new_session(), refresh=refresh)
     server.restart()
-    with auth.client() as client, pytest.raises(TypeError, match="coroutine function"):
-        client.get(SENSORS)
+    with pytest.raises(TypeError, match="coroutine function"):
+        auth.client()  # refused when the sync client is made
+    plain = httpx.Client(auth=auth, base_url=server.url)  # a plain one: at first use
+    with plain, pytest.raises(TypeError, match="coroutine function"):
+        plain.get(SENSORS)
 
 
 def test_from_credentials_logs_in_now_and_once_per_death(server: TaniumServer) -> None:

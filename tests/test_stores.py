@@ -11,14 +11,12 @@ import json
 import logging
 import multiprocessing
 import os
-import shutil
 import signal
 import stat
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable
 
@@ -37,68 +35,11 @@ from requests_tanium_session.stores import Record
 from requests_tanium_session.testing import DEFAULT_USER, TaniumServer
 
 from . import fleet_worker
-from .conftest import Servers, free_port
+from .conftest import RedisServer, Servers
 
 USER, PASSWORD = DEFAULT_USER[0], DEFAULT_USER[1]
 SENSORS = "/api/v2/sensors"
 SPAWN = multiprocessing.get_context("spawn")
-
-
-class RedisServer:
-    """A real ``redis-server`` on a free loopback port, in a temporary directory."""
-
-    def __init__(self, directory: Path) -> None:
-        exe = shutil.which("redis-server")
-        if exe is None:
-            if os.environ.get("CI"):
-                pytest.fail("redis-server is not installed (.ci/run installs it)")
-            pytest.skip("redis-server is not installed: apt-get install redis-server")
-        self.directory = directory
-        self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.exe = exe
-        self.start()
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [self.exe, "--port", str(self.port), "--bind", "127.0.0.1", "--dir",
-             str(self.directory), "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        import redis
-
-        client = redis.Redis(host="127.0.0.1", port=self.port)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.02)
-        client.close()
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(10)
-            self.proc = None
-
-    def client(self) -> Any:
-        import redis
-
-        return redis.Redis(host="127.0.0.1", port=self.port)
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    directory = tmp_path / "redis"
-    directory.mkdir(mode=0o700)
-    srv = RedisServer(directory)
-    yield srv
-    srv.stop()
 
 
 @pytest.fixture
