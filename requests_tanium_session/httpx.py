@@ -227,6 +227,12 @@ async def _arelease(response: httpx.Response) -> Optional[bytes]:
     return body if size <= MAX_ANSWER_BYTES else None
 
 
+_SYNC_COROUTINE = (
+    "refresh is a coroutine function: an httpx.Client cannot await it; use "
+    "async_client() (an httpx.AsyncClient) or give TaniumAuth a plain function"
+)
+
+
 def _timeout_error(message: str) -> Exception:
     return httpx.ReadTimeout(message)
 
@@ -388,10 +394,7 @@ class TaniumAuth(PolicyFront, httpx.Auth):
         to the origin (redirect hops included: httpx carries custom headers across
         origins)."""
         if inspect.iscoroutinefunction(self.refresh):
-            raise TypeError(
-                "refresh is a coroutine function: an httpx.Client cannot await it; use "
-                "async_client() or give TaniumAuth a plain function"
-            )
+            raise TypeError(_SYNC_COROUTINE)
         hooks = dict(kwargs.pop("event_hooks", None) or {})
         hooks["request"] = [self._strip, *hooks.get("request", [])]
         kwargs.setdefault("base_url", self.url)
@@ -457,6 +460,8 @@ class TaniumAuth(PolicyFront, httpx.Auth):
             if flights.in_callback() or not self.is_tanium_url(request.url):
                 yield request  # another origin, or a login made from inside refresh()
                 return
+            if inspect.iscoroutinefunction(self.refresh):  # at the first check, not a death
+                raise TypeError(_SYNC_COROUTINE)
             token = self._run(self._begin(flights))
         elif not self.is_tanium_url(request.url):
             yield request

@@ -156,3 +156,15 @@ def test_a_coroutine_refresh_is_refused_by_the_sync_httpx_client(server: TaniumS
     with pytest.raises(TypeError, match="async_client"):
         auth.client()
     asyncio.run(auth.async_client().aclose())  # an AsyncClient can await it
+
+
+def test_a_coroutine_refresh_in_a_plain_sync_client_fails_at_the_first_check(
+    server: TaniumServer,
+) -> None:
+    async def refresh() -> str:
+        return server.new_session()
+
+    auth = TaniumAuth(server.url, server.new_session(), refresh=refresh, revalidate_after=0)
+    with httpx.Client(auth=auth) as client, pytest.raises(TypeError, match="async_client"):
+        client.get(server.url + SENSORS)  # stale at once: the first check, not a death
+    assert server.count("/auth") == 0 and server.count(SENSORS) == 0
