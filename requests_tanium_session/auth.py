@@ -97,7 +97,7 @@ _WRONG_CLIENT = (
 )
 
 
-def warn_retried_statuses(adapter: Any, codes: Collection[int], stacklevel: int = 2) -> None:
+def _warn_retried_statuses(adapter: Any, codes: Collection[int], stacklevel: int = 2) -> None:
     """Warn when ``adapter``'s urllib3 ``Retry`` has any of ``codes`` in its
     ``status_forcelist``: urllib3 would resend the dead token instead of letting the
     auth recover."""
@@ -327,7 +327,7 @@ class TaniumSessionAuth(StateView, Closing, AuthBase):
         try:
             check_token(session, ENV_SESSION)
         except ValueError as exc:
-            hint = " (strip the trailing newline)" if session != session.strip() else ""
+            hint = "; strip the surrounding whitespace" if session != session.strip() else ""
             raise ValueError(f"environment variable {exc}{hint}") from None
         return cls(url, session, **kwargs)
 
@@ -706,7 +706,7 @@ class TaniumSession(requests.Session):
         status this auth recovers from (a retry resends the same, dead token)."""
         auth = getattr(self, "auth", None)  # requests mounts its defaults before that
         if isinstance(auth, TaniumSessionAuth):
-            warn_retried_statuses(adapter, auth.refresh_status_codes, stacklevel=3)
+            _warn_retried_statuses(adapter, auth.refresh_status_codes, stacklevel=3)
         super().mount(prefix, adapter)
 
     def rebuild_auth(
