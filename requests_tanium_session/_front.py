@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Awaitable, Callable, Collection
-from typing import Any, Optional, Union
+from typing import Any, Optional, TypedDict, Union
 
 from ._flight import AsyncFlights, Flights
 from ._policy import Credentials, Flow, Policy
@@ -16,9 +16,25 @@ from .stats import AuthEvent
 from .stores import Fleet, SessionStore
 from .versions import SpecCheck, parse_specifier, read_version, unreadable
 
-__all__ = ["PolicyFront", "Refresh"]
+__all__ = ["FrontOptions", "PolicyFront", "Refresh"]
 
 Refresh = Callable[[], Union[str, Awaitable[str]]]
+
+
+class FrontOptions(TypedDict, total=False):
+    """The keyword arguments the httpx and aiohttp auths share, for their
+    ``from_credentials`` (so editors and ``mypy`` catch a misspelt one)."""
+
+    revalidate_after: float
+    expires_after: float
+    login_timeout: float
+    logout_timeout: float
+    refresh_status_codes: Collection[int]
+    on_token_update: Optional[Callable[[str], None]]
+    allow_http: bool
+    requires_server: Optional[str]
+    store: Optional[SessionStore]
+    on_event: Optional[Callable[[AuthEvent], None]]
 
 
 class PolicyFront(StateView):

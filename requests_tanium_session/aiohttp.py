@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable, Collection, Iterator
 from ssl import SSLContext
-from typing import Any, Optional, Union
+from typing import TYPE_CHECKING, Any, Optional, Union
 
 try:
     import aiohttp
@@ -27,7 +27,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
     ) from exc
 
 from ._drive import arun
-from ._front import PolicyFront, Refresh
+from ._front import FrontOptions, PolicyFront, Refresh
 from ._policy import Answered, Credentials, Flow, first_session
 from .exceptions import TaniumAuthError
 from .http_client import is_loopback
@@ -49,6 +49,9 @@ from .stores import SessionStore
 
 __all__ = ["TaniumClientSession", "TaniumMiddleware"]
 
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
 
 async def _read(response: aiohttp.ClientResponse) -> Optional[bytes]:
     """Read an answer and release its connection; None when it announces more than
@@ -58,6 +61,13 @@ async def _read(response: aiohttp.ClientResponse) -> Optional[bytes]:
     body = await response.read()  # it stays readable; its connection goes back now
     response.release()
     return body
+
+
+class MiddlewareOptions(FrontOptions, total=False):
+    """:class:`TaniumMiddleware`'s keyword arguments for ``from_credentials``."""
+
+    ssl: Union[SSLContext, bool]
+    proxy: Optional[str]
 
 
 def _timeout_error(message: str) -> Exception:
@@ -221,7 +231,7 @@ class TaniumMiddleware(PolicyFront):
         domain: str = "",
         secondary: str = "",
         persistent: bool = False,
-        **kwargs: Any,
+        **kwargs: Unpack[MiddlewareOptions],
     ) -> TaniumMiddleware:
         """Log in now (with a store, a fresh published session is taken instead), and
         again after every death; ``LoginError`` when the credentials are refused."""

@@ -19,7 +19,7 @@ import os
 import ssl
 from collections.abc import AsyncGenerator, Callable, Collection, Generator
 from functools import partial
-from typing import Any, Optional, Union
+from typing import TYPE_CHECKING, Any, Optional, Union
 
 try:
     import httpx
@@ -29,7 +29,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
     ) from exc
 
 from ._drive import Worker, arun, on_worker, run
-from ._front import PolicyFront, Refresh
+from ._front import FrontOptions, PolicyFront, Refresh
 from ._policy import Answered, Credentials, Flow, first_session
 from .http_client import DEFAULT_PORTS, is_loopback
 from .protocol import (
@@ -51,6 +51,9 @@ from .stats import AuthEvent
 from .stores import SessionStore
 
 __all__ = ["TaniumAuth"]
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 log = logging.getLogger(__name__)
 
@@ -233,6 +236,14 @@ _SYNC_COROUTINE = (
 )
 
 
+class HttpxOptions(FrontOptions, total=False):
+    """:class:`TaniumAuth`'s keyword arguments for ``from_credentials``."""
+
+    verify: Verify
+    cert: Union[str, tuple[str, str], None]
+    proxy: Optional[str]
+
+
 def _timeout_error(message: str) -> Exception:
     return httpx.ReadTimeout(message)
 
@@ -333,7 +344,7 @@ class TaniumAuth(PolicyFront, httpx.Auth):
         domain: str = "",
         secondary: str = "",
         persistent: bool = False,
-        **kwargs: Any,
+        **kwargs: Unpack[HttpxOptions],
     ) -> TaniumAuth:
         """Log in now (``POST /auth``, base64 headers; with a store, a fresh published
         session is taken instead) and again after every death, once however many

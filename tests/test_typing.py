@@ -83,11 +83,17 @@ from requests_tanium_session import TaniumSession, TaniumSessionAuth
 auth = TaniumSessionAuth.from_credentials("https://h.example", "u", "p", revalidate_afer=60)
 env = TaniumSessionAuth.from_env(login_timout=3)
 session = TaniumSession("https://h.example", "1-2-ab", expires_afer=10)
+
+
+def httpx_auth() -> None:
+    from requests_tanium_session.httpx import TaniumAuth
+
+    TaniumAuth.from_credentials("https://h.example", "u", "p", refresh_status_code=[401])
 """
 
 
 def test_a_misspelt_factory_keyword_is_caught_by_the_type_checker(tmp_path: Path) -> None:
     proc = _mypy(tmp_path, TYPO)
     assert proc.returncode == 1
-    for typo in ("revalidate_afer", "login_timout", "expires_afer"):
+    for typo in ("revalidate_afer", "login_timout", "expires_afer", "refresh_status_code"):
         assert f'Unexpected keyword argument "{typo}"' in proc.stdout, proc.stdout
