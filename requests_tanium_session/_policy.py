@@ -184,6 +184,13 @@ def store_budget(login_timeout: float) -> float:
     return min(STORE_BUDGET, login_timeout / 4)
 
 
+def store_op(op: str, login_timeout: float, *args: Any) -> StoreOp:
+    """A fleet operation of a flow whose server calls take ``login_timeout``: the lock
+    waits for one such call, every other operation gets :func:`store_budget`."""
+    wait = (login_timeout,) if op == "lock" else ()
+    return StoreOp(op, *wait, *args, budget=store_budget(login_timeout))
+
+
 Effect = Union[Exchange, Lead, Refresh, StoreOp]
 Flow = Generator[Effect, Any, Any]
 
@@ -357,7 +364,6 @@ def first_session(
     fleet that starts together logs in once; alone, a login."""
     if origin is None:
         return (yield from login(headers, timeout))
-    budget = store_budget(timeout)
 
     def fresh(record: Any) -> Optional[str]:
         found = adoptable(
@@ -366,16 +372,16 @@ def first_session(
         )  # fmt: skip
         return None if found is None else found.token
 
-    token = fresh((yield StoreOp("read", budget=budget)))
+    token = fresh((yield store_op("read", timeout)))
     if token is not None:
         return token
-    yield StoreOp("lock", timeout, budget=budget)
-    record = yield StoreOp("read", budget=budget)
+    yield store_op("lock", timeout)
+    record = yield store_op("read", timeout)
     token = fresh(record)
     if token is None:
         token = yield from login(headers, timeout)
-        yield StoreOp("publish", token, record, budget=budget)
-    yield StoreOp("unlock", budget=budget)
+        yield store_op("publish", timeout, token, record)
+    yield store_op("unlock", timeout)
     return token
 
 
@@ -466,7 +472,7 @@ class Policy:
     @property
     def lock_wait(self) -> float:
         """How long a leader waits for the fleet lock before it goes on without it
-        (a holder stopped or frozen): one holder's server call."""
+        (a holder stopped or frozen): one holder's server call (see :func:`store_op`)."""
         return self.login_timeout
 
     @property
@@ -494,8 +500,7 @@ class Policy:
         return 2 * self.login_timeout + 2
 
     def _store(self, op: str, *args: Any) -> StoreOp:
-        wait = (self.lock_wait,) if op == "lock" else ()
-        return StoreOp(op, *wait, *args, budget=self.store_budget)
+        return store_op(op, self.login_timeout, *args)
 
     def require(self, check: Optional[Callable[[Any], None]]) -> None:
         """Check the server's version with ``check`` at the first request (None: never)."""

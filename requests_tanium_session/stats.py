@@ -128,13 +128,11 @@ class Counters:
     def snapshot(
         self, waited: float, store: Optional[dict[str, int]], store_ok: Optional[bool]
     ) -> AuthStats:
-        """The counters now, with the flights' ``waited`` seconds and the store's counts."""
+        """The counters now, with the flights' ``waited`` seconds and the store's counts
+        (``Fleet.counts``, named as AuthStats fields)."""
         with self._lock:
             values = dict(self._values)
-        if store is not None:
-            values["store_reads"] = store["read"]
-            values["store_publishes"] = store["publish"]
-            values["store_outages"] = store["outage"]
+        values.update(store or {})
         return AuthStats(flight_wait_seconds=waited, store_ok=store_ok, **values)
 
     def event(self, kind: str, cause: str, generation: int, logged: bool = False) -> None:

@@ -422,8 +422,8 @@ class Fleet:
         self._probing = False
         self._garbled = False
         self._lock_busy = False
-        #: Counted operations: ``read``, ``publish`` and ``outage`` (see AuthStats).
-        self.counts = dict.fromkeys(("read", "publish", "outage"), 0)
+        #: Counted operations, named as the AuthStats fields they feed.
+        self.counts = dict.fromkeys(("store_reads", "store_publishes", "store_outages"), 0)
         #: Called with ``(kind, cause)`` when the store degrades or comes back.
         self.on_event: Optional[Callable[[str, str], None]] = None
 
@@ -472,7 +472,7 @@ class Fleet:
             since = time.time() if first else self._health.degraded_since
             self._health = StoreHealth(False, since, type(exc).__name__)
             if first:
-                self.counts["outage"] += 1
+                self.counts["store_outages"] += 1
         if first:
             cause = f"{type(exc).__name__} while {doing}"
             log.warning(
@@ -512,7 +512,7 @@ class Fleet:
         """The record, or None (empty, malformed or unavailable)."""
         worked, data = self._call("reading", budget, self.store.load)
         if worked:
-            self._count("read")
+            self._count("store_reads")
         if data is None:
             return None
         record = Record.loads(data) if len(data) <= MAX_JSON_BYTES else None
@@ -530,7 +530,7 @@ class Fleet:
         generation = previous.generation + 1 if previous is not None else 1
         data = Record(token, time.time(), generation, self.origin).dumps()
         if self._call("writing", budget, lambda: self.store.save(data, self.ttl))[0]:
-            self._count("publish")
+            self._count("store_publishes")
 
     def acquire(
         self, wait: Optional[float] = None, budget: float = STORE_BUDGET
