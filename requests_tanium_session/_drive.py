@@ -1,4 +1,4 @@
-"""Drivers: carry out the effects of a :mod:`._policy` generator, and nothing else.
+"""Drivers: carry out the effects (:mod:`._effects`) of a policy flow, and nothing else.
 
 :func:`run` blocks (threads wait in :class:`~._flight.Flights`); :func:`arun` awaits
 (tasks wait in :class:`~._flight.AsyncFlights`, store I/O runs on a worker thread).
@@ -10,24 +10,25 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import threading
 from collections.abc import Awaitable, Callable
-from typing import Any, Generic, Optional, TypeVar
+from typing import Any, Optional
 
-from ._policy import STORE_BUDGET, Exchange, Flow, Lead, RefreshMisuse, Reply, StoreOp
+from ._effects import (
+    COROUTINE_REFRESH,
+    STORE_BUDGET,
+    Exchange,
+    Flow,
+    Lead,
+    RefreshMisuse,
+    Reply,
+    StoreOp,
+)
 from .protocol import Call
 
-__all__ = ["Held", "Worker", "arun", "on_worker", "run"]
-
-T = TypeVar("T")
+__all__ = ["AsyncExchanger", "Exchanger", "Held", "arun", "call_refresh", "run"]
 
 Exchanger = Callable[[Call, float], Reply]
 AsyncExchanger = Callable[[Call, float], Awaitable[Reply]]
-
-_COROUTINE = (
-    "refresh is a coroutine function: only an httpx.AsyncClient can await it; "
-    "give this client a plain function"
-)
 
 
 class Held:
@@ -66,14 +67,15 @@ class Held:
 
 def call_refresh(provider: Callable[[], Any], flights: Any) -> Any:
     """Call a sync ``refresh`` marked as a callback; an awaitable is refused."""
+    misuse = COROUTINE_REFRESH.format(client="a synchronous client")
     if inspect.iscoroutinefunction(provider):
-        raise RefreshMisuse(_COROUTINE)
+        raise RefreshMisuse(misuse)
     with flights.callback():
         value = provider()
     if inspect.isawaitable(value):
         if inspect.iscoroutine(value):
             value.close()
-        raise RefreshMisuse(_COROUTINE.replace("is a coroutine function", "returned an awaitable"))
+        raise RefreshMisuse(misuse.replace("is a coroutine function", "returned an awaitable"))
     return value
 
 
@@ -141,61 +143,3 @@ async def arun(flow: Flow, exchange: AsyncExchanger, flights: Any, fleet: Any = 
         flow.close()
         if held is not None and held.depth:
             await asyncio.to_thread(held.end)
-
-
-class Worker(Generic[T]):
-    """One call running on a thread of its own, so that its caller can stop waiting at
-    a wall-clock deadline; ``response`` lets the caller cut it short."""
-
-    __slots__ = ("abandoned", "done", "error", "finished", "guard", "response", "result")
-
-    def __init__(self) -> None:
-        self.done = threading.Event()
-        self.guard = threading.Lock()  # "finished" and "abandoned": one wins
-        self.finished = False
-        self.abandoned = False
-        self.response: Any = None
-        self.result: Optional[T] = None
-        self.error: Optional[BaseException] = None
-
-
-def on_worker(
-    work: Callable[[Worker[T]], T],
-    timeout: float,
-    give_up: Callable[[Worker[T]], BaseException],
-    late: Optional[Callable[[T], None]] = None,
-) -> T:
-    """``work(worker)`` on a worker thread; past ``timeout`` seconds, ``give_up(worker)``
-    (which should cut the call short) returns the exception raised here, and a result
-    that arrives afterwards goes to ``late`` (on the worker thread: a lock to give back)."""
-    worker: Worker[T] = Worker()
-
-    def body() -> None:
-        result: Optional[T] = None
-        try:
-            result = work(worker)
-        except BaseException as exc:
-            worker.error = exc
-        with worker.guard:
-            worker.finished = True
-            abandoned = worker.abandoned
-            worker.result = None if abandoned else result
-        worker.done.set()
-        if abandoned:
-            worker.error = None
-            if late is not None and result is not None:
-                late(result)
-
-    threading.Thread(target=body, name="tanium-auth-call", daemon=True).start()
-    if not worker.done.wait(timeout):
-        with worker.guard:
-            worker.abandoned = not worker.finished
-        if worker.abandoned:
-            raise give_up(worker)
-    error, worker.error = worker.error, None
-    if error is not None:
-        try:
-            raise error
-        finally:
-            error = None  # no frame -> traceback -> exception cycle
-    return worker.result  # type: ignore[return-value]  # None only where T allows it

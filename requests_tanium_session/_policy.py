@@ -1,25 +1,10 @@
 """The policy: every decision about a Tanium session, written once, without I/O.
 
-Each decision is a generator that *yields effects* and receives their results, as
-httpx's ``Auth.auth_flow`` yields requests; the front-ends (:mod:`._drive` for
-``requests`` and httpx) only carry the effects out. This module imports neither
-``requests`` nor ``httpx``, opens no socket and reads no clock but through
+Each decision is a generator that *yields effects* and receives their results (the
+vocabulary, and what a driver sends back, is :mod:`._effects`); the front-ends only
+carry the effects out (:mod:`._drive`). This module imports neither ``requests`` nor
+``httpx`` nor ``aiohttp``, opens no socket and reads no clock but through
 :class:`~.state.TokenState`.
-
-Effects and what the driver sends back:
-
-- :class:`Exchange` ``(call, timeout)``: make one protocol call (no redirects, no
-  environment proxy for loopback, one wall-clock deadline, secrets redacted on
-  anything raised) -> a :class:`Reply`.
-- :class:`Lead` ``(kind, done, timeout, after)``: join or lead the single flight
-  ``kind`` -> a token (``done()`` or a running flight answered) or a flight handle the
-  generator must ``land``.
-- :class:`Refresh` ``(provider)``: call the user's ``refresh`` marked as a callback
-  (awaited when it returns an awaitable, in async drivers) -> what it returned.
-- :class:`StoreOp` ``(op, *args, budget)``: ``read``, ``lock``, ``unlock`` or ``publish``
-  on the fleet, within ``budget`` wall-clock seconds (a failed or late one counts as
-  "the store is down"); the driver gives back a lock still held when a generator is
-  closed.
 
 The flights object a driver passes in (``Flights`` or ``AsyncFlights``) is used here
 only for what needs no waiting: ``started``, ``land``, ``callback`` and ``in_callback``.
@@ -30,12 +15,25 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Collection, Generator
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from time import monotonic
-from typing import Any, Optional, Protocol, Union
+from typing import Any, Optional
 from urllib.parse import urlsplit
 
+from ._effects import (
+    Credentials,
+    Exchange,
+    Flow,
+    Lead,
+    Provider,
+    Refresh,
+    RefreshMisuse,
+    Reply,
+    StoreOp,
+    store_budget,
+    store_op,
+)
 from .exceptions import (
     AuthServiceUnavailable,
     InvalidToken,
@@ -68,18 +66,14 @@ from .state import TokenState
 from .stats import DIED, REFRESHED, AuthStats, Counters
 
 __all__ = [
-    "Answered",
-    "Credentials",
-    "Exchange",
-    "Lead",
+    "Adoption",
     "Policy",
-    "Refresh",
-    "RefreshMisuse",
-    "Reply",
-    "StoreOp",
     "adoptable",
+    "first_session",
+    "login",
     "recovery_failure",
     "refreshed_token",
+    "server_version",
     "take",
 ]
 
@@ -96,125 +90,6 @@ _REENTRY = (
     "on the same thread (that would wait for itself); requests from there go out "
     "without the session header"
 )
-
-
-# -- effects -----------------------------------------------------------------------
-
-
-class Reply(Protocol):
-    """A finished protocol call as a driver hands it back."""
-
-    @property
-    def status(self) -> int: ...
-
-    @property
-    def body(self) -> Optional[bytes]: ...  # None: longer than the call's limit
-
-    @property
-    def url(self) -> str: ...
-
-    @property
-    def response(self) -> Any: ...  # the front-end's response, secrets redacted
-
-
-class Answered:
-    """A :class:`Reply` as a driver that builds its own hands it back."""
-
-    __slots__ = ("body", "response", "status", "url")
-
-    def __init__(self, status: int, body: Optional[bytes], url: str, response: Any = None) -> None:
-        self.status, self.body, self.url, self.response = status, body, url, response
-
-
-class Exchange:
-    """Make ``call`` within ``timeout`` wall-clock seconds; the driver answers a Reply."""
-
-    __slots__ = ("call", "timeout")
-
-    def __init__(self, call: Call, timeout: float) -> None:
-        self.call = call
-        self.timeout = timeout
-
-
-class Lead:
-    """Join or lead the flight ``kind``; waiters give up ``timeout`` after it began."""
-
-    __slots__ = ("after", "done", "kind", "timeout")
-
-    def __init__(
-        self,
-        kind: str,
-        done: Optional[Callable[[], Optional[str]]],
-        timeout: float,
-        after: Optional[int] = None,
-    ) -> None:
-        self.kind = kind
-        self.done = done
-        self.timeout = timeout
-        self.after = after
-
-
-class Refresh:
-    """Call the user's ``refresh`` (marked as a callback); the driver answers its value."""
-
-    __slots__ = ("provider",)
-
-    def __init__(self, provider: Callable[[], Any]) -> None:
-        self.provider = provider
-
-
-class StoreOp:
-    """A fleet operation: ``read``, ``lock`` (wait), ``unlock`` or ``publish`` (token,
-    previous), given up after ``budget`` wall-clock seconds (beyond a lock's wait)."""
-
-    __slots__ = ("args", "budget", "op")
-
-    def __init__(self, op: str, *args: Any, budget: float) -> None:
-        self.op = op
-        self.args = args
-        self.budget = budget
-
-
-#: Wall-clock seconds one store read, publish or unlock may take at the most.
-STORE_BUDGET = 1.0
-
-
-def store_budget(login_timeout: float) -> float:
-    """The budget of one store read, publish or unlock: short beside a server call."""
-    return min(STORE_BUDGET, login_timeout / 4)
-
-
-def store_op(op: str, login_timeout: float, *args: Any) -> StoreOp:
-    """A fleet operation of a flow whose server calls take ``login_timeout``: the lock
-    waits for one such call, every other operation gets :func:`store_budget`."""
-    wait = (login_timeout,) if op == "lock" else ()
-    return StoreOp(op, *wait, *args, budget=store_budget(login_timeout))
-
-
-Effect = Union[Exchange, Lead, Refresh, StoreOp]
-Flow = Generator[Effect, Any, Any]
-
-
-class RefreshMisuse(TypeError):
-    """A ``refresh`` this driver cannot call (a coroutine function in a sync client)."""
-
-
-class Credentials:
-    """Credential login headers: in memory only, never shown or pickled."""
-
-    __slots__ = ("headers",)
-
-    def __init__(self, headers: dict[str, str]) -> None:
-        self.headers = headers
-
-    def __repr__(self) -> str:
-        return "<credentials>"
-
-    def __reduce__(self) -> Any:
-        raise TypeError("credentials are never pickled")
-
-
-Provider = Union[Callable[[], Any], Credentials, None]
 
 
 # -- the store's adoption rule ----------------------------------------------------
@@ -337,9 +212,9 @@ def refreshed_token(value: object, url: str, dead: Collection[str]) -> str:
 # -- decisions that need no session -----------------------------------------------
 
 
-def login(headers: dict[str, str], timeout: float) -> Flow:
-    """Log in with credential headers once; the new session id (adopted nowhere)."""
-    call = login_call(headers)
+def login(credentials: Credentials, timeout: float) -> Flow:
+    """Log in with ``credentials`` once; the new session id (adopted nowhere)."""
+    call = login_call(credentials.headers)
     reply = yield Exchange(call, timeout)
     verdict = judge_token(call, reply.status, reply.body)
     host = urlsplit(reply.url).hostname or ""
@@ -357,13 +232,13 @@ def login(headers: dict[str, str], timeout: float) -> Flow:
 
 
 def first_session(
-    headers: dict[str, str], timeout: float, fresh_for: float, origin: Optional[str]
+    credentials: Credentials, timeout: float, fresh_for: float, origin: Optional[str]
 ) -> Flow:
     """The session to start with: with a store (the fleet's ``origin`` given), a record
     fresh for ``fresh_for`` seconds, else a login under the fleet lock, published, so a
     fleet that starts together logs in once; alone, a login."""
     if origin is None:
-        return (yield from login(headers, timeout))
+        return (yield from login(credentials, timeout))
 
     def fresh(record: Any) -> Optional[str]:
         found = adoptable(
@@ -379,7 +254,7 @@ def first_session(
     record = yield store_op("read", timeout)
     token = fresh(record)
     if token is None:
-        token = yield from login(headers, timeout)
+        token = yield from login(credentials, timeout)
         yield store_op("publish", timeout, token, record)
     yield store_op("unlock", timeout)
     return token
@@ -699,9 +574,9 @@ class Policy:
 
         return (yield from self._flight(fl, "renew", work, lambda: state.current, self.renew_wait))
 
-    def login(self, headers: dict[str, str]) -> Flow:
-        """Log in with credential headers once; the new session id (adopted nowhere)."""
-        return (yield from login(headers, self.login_timeout))
+    def login(self, credentials: Credentials) -> Flow:
+        """Log in with ``credentials`` once; the new session id (adopted nowhere)."""
+        return (yield from login(credentials, self.login_timeout))
 
     def logout(self, every: bool, cause: str) -> Flow:
         """End this session (``logout: 0``) or every session of its user (``logout: 1``)."""
@@ -859,7 +734,7 @@ class Policy:
         """Log in or call ``refresh`` once, and adopt the new session."""
         log.info("refreshing the session for %s (cause: %s)", self.url, cause)
         if isinstance(provider, Credentials):
-            value = yield from self.login(provider.headers)
+            value = yield from self.login(provider)
         else:
             assert provider is not None
             try:

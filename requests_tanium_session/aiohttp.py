@@ -3,45 +3,49 @@
 Needs the ``aiohttp`` extra (aiohttp 3.12 or later, for client middlewares):
 ``pip install "requests-tanium-session[aiohttp]"``.
 
-It drives the one policy (:mod:`._policy`) as the other front-ends do, and only moves
-bytes: the header on the caller's request, one resend after a recovered 401/403, and
-protocol calls through a ``ClientSession`` of its own per call (no redirects, no
-environment proxy for loopback, one wall-clock deadline).
+It drives the one policy (:mod:`._policy`) and carries the one public face
+(:mod:`._face`) as the other front-ends do, and only moves bytes: the header on the
+caller's request, one resend after a recovered 401/403, and protocol calls through a
+``ClientSession`` of its own per call (no redirects, no environment proxy for
+loopback, one wall-clock deadline, nothing secret in anything it raises).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import AsyncIterator, Callable, Collection, Iterator
 from ssl import SSLContext
-from typing import TYPE_CHECKING, Any, Optional, Union
+from typing import TYPE_CHECKING, Any, Optional, TypedDict, Union
 
 try:
     import aiohttp
     from aiohttp.payload import BytesPayload
+    from multidict import CIMultiDict, CIMultiDictProxy
+    from yarl import URL
 except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
     raise ImportError(
         "requests_tanium_session.aiohttp needs aiohttp: "
         'pip install "requests-tanium-session[aiohttp]"'
     ) from exc
 
-from ._drive import arun
-from ._front import FrontOptions, PolicyFront, Refresh
-from ._policy import Answered, Credentials, Flow, first_session
+from ._answer import READ_CHUNK, Next, announced_too_long, next_step
+from ._effects import Answered, Credentials
+from ._face import AsyncFace, TaniumAuthBase, check_options
+from ._origin import OriginMatcher, is_loopback, parse_base_url
 from .exceptions import TaniumAuthError
-from .http_client import is_loopback
 from .protocol import (
     DEFAULT_EXPIRES_AFTER,
     DEFAULT_LOGIN_TIMEOUT,
     DEFAULT_LOGOUT_TIMEOUT,
     DEFAULT_REFRESH_STATUS_CODES,
     DEFAULT_REVALIDATE_AFTER,
-    GATEWAY_PATH,
     HEADER,
     MAX_ANSWER_BYTES,
+    REDACTED,
+    SECRET_HEADERS,
     Call,
-    login_headers,
     special_paths,
 )
 from .stats import AuthEvent
@@ -52,45 +56,95 @@ __all__ = ["TaniumClientSession", "TaniumMiddleware"]
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
-
-async def _read(response: aiohttp.ClientResponse) -> Optional[bytes]:
-    """Read an answer and release its connection; None when it announces more than
-    ``MAX_ANSWER_BYTES`` (then it is left unread)."""
-    if (response.content_length or 0) > MAX_ANSWER_BYTES:
-        return None
-    body = await response.read()  # it stays readable; its connection goes back now
-    response.release()
-    return body
+Refresh = Callable[[], Any]
 
 
-class MiddlewareOptions(FrontOptions, total=False):
-    """:class:`TaniumMiddleware`'s keyword arguments for ``from_credentials``."""
-
-    ssl: Union[SSLContext, bool]
-    proxy: Optional[str]
+# -- the wire: protocol calls, and nothing secret in what they raise ------------------------
 
 
 def _timeout_error(message: str) -> Exception:
     return aiohttp.ServerTimeoutError(message)
 
 
+def _no_userinfo(url: Any) -> Any:
+    """``url`` without user and password (a proxy URL may carry them)."""
+    return url.with_user(None) if isinstance(url, URL) and url.user is not None else url
+
+
+def _redacted_headers(headers: Any) -> CIMultiDictProxy[str]:
+    safe = CIMultiDict(
+        (k, REDACTED if k.lower() in SECRET_HEADERS else v) for k, v in (headers or {}).items()
+    )
+    return CIMultiDictProxy(safe)
+
+
+def _secrets(call: Call, proxy: Optional[str]) -> list[str]:
+    """Every value of ``call`` (and of the proxy URL) that must never be shown."""
+    found = [v for k, v in call.headers.items() if k.lower() in SECRET_HEADERS]
+    if isinstance(call.json, dict):
+        found += [v for v in call.json.values() if isinstance(v, str) and v]
+    if proxy:
+        url = URL(proxy)
+        if url.password:
+            pair = f"{url.user or ''}:{url.password}".encode()
+            found += [url.password, base64.b64encode(pair).decode("ascii")]
+    return [s for s in found if len(s) >= 4]
+
+
+def _scrubbed(exc: aiohttp.ClientError, call: Call, url: str, secrets: list[str]) -> Exception:
+    """``exc`` rebuilt without its request's headers, a proxy's userinfo or any of
+    ``secrets`` (aiohttp keeps all of them in ``request_info`` and ``args``)."""
+    new: Exception = exc
+    if isinstance(exc, aiohttp.ClientResponseError):
+        info = exc.request_info
+        safe = aiohttp.RequestInfo(
+            _no_userinfo(info.url), info.method, _redacted_headers(info.headers),
+            _no_userinfo(info.real_url),
+        )  # fmt: skip
+        new = type(exc)(safe, (), status=exc.status, message=exc.message, headers=None)
+    elif isinstance(exc, aiohttp.ClientConnectorError):
+        key = exc.args[0]
+        if hasattr(key, "_replace"):
+            key = key._replace(proxy=_no_userinfo(key.proxy), proxy_auth=None)
+        new = type(exc)(key, exc.os_error)
+    shown = repr(new) + str(new) + repr(new.args)
+    if any(secret in shown for secret in secrets):
+        return aiohttp.ClientConnectionError(f"{call.method} {url}: {type(exc).__name__}")
+    return new
+
+
 class _Wire:
     """Protocol calls for one origin, each through a ``ClientSession`` of its own."""
 
-    def __init__(self, url: str, host: str, ssl_: Union[SSLContext, bool], proxy: Any) -> None:
-        self.url = url
+    passthrough = (aiohttp.ClientError,)
+    timeout_error = staticmethod(_timeout_error)
+
+    def __init__(
+        self,
+        url: Optional[str],
+        allow_http: bool,
+        ssl_: Union[SSLContext, bool],
+        proxy: Optional[str],
+    ) -> None:
+        if url is None:
+            raise ValueError("url is required")
+        self.url, self.origin = parse_base_url(url, allow_http)
         self._ssl = ssl_
         self._proxy = proxy
-        self._trust_env = proxy is None and not is_loopback(host)
+        self._trust_env = proxy is None and not is_loopback(self.origin[1].strip("[]"))
 
     async def aexchange(self, call: Call, timeout: float) -> Answered:
-        """Make ``call`` within ``timeout`` wall-clock seconds (connect, headers, body)."""
+        """Make ``call`` within ``timeout`` wall-clock seconds (connect, headers, body);
+        what it raises names the method and URL and holds no secret."""
         try:
             return await asyncio.wait_for(self._send(call), timeout)
         except asyncio.TimeoutError:
-            raise _timeout_error(
+            failure: Exception = _timeout_error(
                 f"{call.method} {self.url}{call.path} did not finish within {timeout:g} s"
-            ) from None
+            )
+        except aiohttp.ClientError as exc:
+            failure = _scrubbed(exc, call, self.url + call.path, _secrets(call, self._proxy))
+        raise failure  # outside the except: no context chained to the original
 
     async def _send(self, call: Call) -> Answered:
         # No response rides along: aiohttp's carries the request's secret headers.
@@ -107,6 +161,139 @@ class _Wire:
                     return Answered(response.status, None, str(response.url))
                 kept.append(chunk)
             return Answered(response.status, b"".join(kept), str(response.url))
+
+
+# -- the wire: the caller's answer, one capped read put back ------------------------------
+
+
+class _Prefixed:
+    """aiohttp's body stream with the bytes the auth read put back in front: every
+    way of reading it (``read()``, ``iter_chunked()``, lines, ...) sees the whole body."""
+
+    def __init__(self, kept: list[bytes], stream: Any) -> None:
+        self._buffer = bytearray(b"".join(kept))
+        self._stream = stream
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name in ("_stream", "_buffer"):
+            raise AttributeError(name)
+        return getattr(self._stream, name)
+
+    def _take(self, n: int) -> bytes:
+        if n < 0 or n >= len(self._buffer):
+            data = bytes(self._buffer)
+            self._buffer.clear()
+        else:
+            data = bytes(self._buffer[:n])
+            del self._buffer[:n]
+        return data
+
+    async def read(self, n: int = -1) -> bytes:
+        if not self._buffer:
+            data: bytes = await self._stream.read(n)
+            return data
+        if n >= 0:
+            return self._take(n)
+        head = self._take(-1)
+        rest: bytes = await self._stream.read()
+        return head + rest
+
+    async def readany(self) -> bytes:
+        if self._buffer:
+            return self._take(-1)
+        return await self._stream.readany()  # type: ignore[no-any-return]
+
+    async def readchunk(self) -> tuple[bytes, bool]:
+        if self._buffer:
+            return self._take(-1), False
+        return await self._stream.readchunk()  # type: ignore[no-any-return]
+
+    async def readuntil(self, separator: bytes = b"\n", **kwargs: Any) -> bytes:
+        end = self._buffer.find(separator)
+        if end >= 0:
+            return self._take(end + len(separator))
+        head = self._take(-1)
+        rest: bytes = await self._stream.readuntil(separator, **kwargs)
+        return head + rest
+
+    async def readline(self, **kwargs: Any) -> bytes:
+        return await self.readuntil(b"\n")
+
+    async def readexactly(self, n: int) -> bytes:
+        head = self._take(n)
+        if len(head) == n:
+            return head
+        rest: bytes = await self._stream.readexactly(n - len(head))
+        return head + rest
+
+    def read_nowait(self, n: int = -1) -> bytes:
+        if self._buffer:
+            return self._take(n)
+        data: bytes = self._stream.read_nowait(n)
+        return data
+
+    def at_eof(self) -> bool:
+        return not self._buffer and bool(self._stream.at_eof())
+
+    async def _iterate(self, read: Callable[[], Any]) -> AsyncIterator[Any]:
+        while True:
+            item = await read()
+            if not item or item == (b"", False):
+                return
+            yield item
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._iterate(self.readline)
+
+    def iter_chunked(self, n: int) -> AsyncIterator[bytes]:
+        return self._iterate(lambda: self.read(n))
+
+    def iter_any(self) -> AsyncIterator[bytes]:
+        return self._iterate(self.readany)
+
+    def iter_chunks(self) -> AsyncIterator[tuple[bytes, bool]]:
+        return self._iterate(self.readchunk)
+
+
+async def _apeek(response: aiohttp.ClientResponse) -> Optional[bytes]:
+    """The one capped read (see :mod:`._answer`): the body when it is at most
+    ``MAX_ANSWER_BYTES`` (its connection then goes back), else None; either way the
+    caller reads the whole body afterwards."""
+    if announced_too_long(response.headers.get("Content-Length")):
+        return None
+    content = response.content
+    kept: list[bytes] = []
+    size = 0
+    try:
+        while chunk := await content.read(READ_CHUNK):
+            kept.append(chunk)
+            size += len(chunk)
+            if size > MAX_ANSWER_BYTES:
+                break
+    except Exception:  # the stream keeps its error: the caller meets it after the prefix
+        size = MAX_ANSWER_BYTES + 1
+    response.content = _Prefixed(kept, content)  # type: ignore[assignment]
+    return b"".join(kept) if size <= MAX_ANSWER_BYTES else None
+
+
+class _Shown:
+    """What an exception carries as ``.response`` for an aiohttp answer: its status,
+    reason, URL and headers, and a ``request_info`` without any secret."""
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        info = response.request_info
+        self.status = response.status
+        self.reason = response.reason
+        self.url = response.url
+        self.method = response.method
+        self.headers = response.headers
+        self.history: tuple[Any, ...] = ()
+        self.request_info = aiohttp.RequestInfo(
+            info.url, info.method, _redacted_headers(info.headers), info.real_url
+        )
+
+    def __repr__(self) -> str:
+        return f"<response [{self.status} {self.reason}] {self.method} {self.url}>"
 
 
 @contextlib.contextmanager
@@ -180,9 +367,26 @@ class TaniumClientSession:
         return self.request("DELETE", url, **kwargs)
 
 
-class TaniumMiddleware(PolicyFront):
+class MiddlewareOptions(TypedDict, total=False):
+    """:class:`TaniumMiddleware`'s keyword arguments for ``from_credentials``."""
+
+    revalidate_after: float
+    expires_after: float
+    login_timeout: float
+    logout_timeout: float
+    refresh_status_codes: Collection[int]
+    on_token_update: Optional[Callable[[str], None]]
+    allow_http: bool
+    requires_server: Optional[str]
+    store: Optional[SessionStore]
+    on_event: Optional[Callable[[AuthEvent], None]]
+    ssl: Union[SSLContext, bool]
+    proxy: Optional[str]
+
+
+class TaniumMiddleware(AsyncFace, TaniumAuthBase):
     """An aiohttp client middleware that puts the Tanium ``session`` header on one
-    origin's requests, with the guarantees of the other front-ends.
+    origin's requests, with the guarantees and the public face of the other front-ends.
 
     Args: as :class:`~requests_tanium_session.httpx.TaniumAuth`, except ``ssl`` (True,
     False or an ``ssl.SSLContext``, for this middleware's own calls) instead of
@@ -208,18 +412,30 @@ class TaniumMiddleware(PolicyFront):
         proxy: Optional[str] = None,
         on_event: Optional[Callable[[AuthEvent], None]] = None,
     ) -> None:
-        scheme, host, port = self._setup(
-            url, session, revalidate_after=revalidate_after, expires_after=expires_after,
-            login_timeout=login_timeout, logout_timeout=logout_timeout,
+        options = check_options(
             refresh_status_codes=refresh_status_codes, refresh=refresh,
-            on_token_update=on_token_update, allow_http=allow_http,
-            requires_server=requires_server, store=store, on_event=on_event,
-            passthrough=(aiohttp.ClientError,), timeout_error=_timeout_error,
+            on_token_update=on_token_update, on_event=on_event,
+            requires_server=requires_server, store=store,
         )  # fmt: skip
+        wire = _Wire(url, allow_http, ssl, proxy)
+        timings = {
+            "revalidate_after": revalidate_after,
+            "expires_after": expires_after,
+            "login_timeout": login_timeout,
+            "logout_timeout": logout_timeout,
+        }
+        self._assemble(wire, session, options, timings)
+        scheme, host, port = self._core.origin
         self._key = (scheme, host.strip("[]"), port)
-        self._ssl = ssl
-        self._wire = _Wire(self.url, host.strip("[]"), ssl, proxy)
+        self._matches = OriginMatcher(self._core.origin)
         self._paths = special_paths(self.url)
+        self._transport = {"ssl": ssl, "proxy": proxy, "allow_http": allow_http}
+
+    @classmethod
+    def from_env(cls, **kwargs: Unpack[MiddlewareOptions]) -> TaniumMiddleware:
+        """Build from ``TANIUM_URL`` and ``TANIUM_SESSION``; ``ValueError`` names a
+        missing or malformed one (never its value)."""
+        return cls._from_environment(dict(kwargs))
 
     @classmethod
     async def from_credentials(
@@ -235,29 +451,20 @@ class TaniumMiddleware(PolicyFront):
     ) -> TaniumMiddleware:
         """Log in now (with a store, a fresh published session is taken instead), and
         again after every death; ``LoginError`` when the credentials are refused."""
-        if "refresh" in kwargs or "session" in kwargs:
-            raise TypeError("from_credentials() makes its own session and refresh")
-        credentials = Credentials(login_headers(username, password, domain, secondary, persistent))
-        self = cls(url, refresh=credentials, **kwargs)
-        policy = self._policy
-        origin = None if policy.fleet is None else policy.fleet.origin
-        flow = first_session(credentials.headers, policy.login_timeout,
-                             self.revalidate_after, origin)  # fmt: skip
-        policy.start(await self._arun(flow))
-        return self
+        auth, flow = cls._with_credentials(
+            url, username, password, domain=domain, secondary=secondary,
+            persistent=persistent, options=dict(kwargs),
+        )  # fmt: skip
+        auth._started(await auth._core.arun(flow))
+        return auth
 
-    @property
-    def token(self) -> Optional[str]:
-        """The current token, or None (no I/O; :meth:`atoken` validates when stale)."""
-        return self._state.current
+    async def logout(self) -> None:
+        """As :meth:`alogout` (aiohttp's only way: every call here is awaited)."""
+        await self.alogout()
 
-    async def atoken(self) -> Optional[str]:
-        """The current token, validated (or refreshed) first when stale."""
-        token = self._state.fresh()
-        if token is not None or self._no_token():
-            return token
-        found: str = await self._arun(self._policy.current(self._aflights, self.refresh))
-        return found
+    async def logout_all(self) -> None:
+        """As :meth:`alogout_all`."""
+        await self.alogout_all()
 
     def is_tanium_url(self, url: Any) -> bool:
         """True when the ``yarl.URL`` (or string) ``url`` has the Tanium origin."""
@@ -273,49 +480,50 @@ class TaniumMiddleware(PolicyFront):
         middlewares = (self, *kwargs.pop("middlewares", ()))
         return TaniumClientSession(aiohttp.ClientSession(middlewares=middlewares, **kwargs))
 
-    async def logout(self) -> None:
-        """End this session (``logout: 0``); ``LogoutError`` on any answer but 200."""
-        await self._arun(self._policy.logout(False, "logout"))
-
-    async def _arun(self, flow: Flow) -> Any:
-        return await arun(flow, self._wire.aexchange, self._aflights, self._policy.fleet)
-
     async def __call__(
         self, request: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType
     ) -> aiohttp.ClientResponse:
-        flights, state = self._aflights, self._state
+        core = self._core
+        flights, state = core.aflights, core.state
         if flights.in_callback() or not self.is_tanium_url(request.url):
             request.headers.popall(HEADER, None)  # a redirect hop that left the origin
             return await handler(request)
         token = state.fresh()
-        if token is None or self._policy.gate:
-            token = await self._arun(self._begin(flights))
+        if token is None or core.policy.gate:
+            token = await core.arun(core.begin(flights, self.refresh))
         request.headers[HEADER] = token
         response = await handler(request)
-        status = response.status
-        after = flights.started  # only a check begun after this answer can judge it
-        if 200 <= status < 300:
-            special = self._paths.get(request.url.raw_path)
-            if special is None:
-                state.confirm(token)
-                return response
-            if special == GATEWAY_PATH or not self._policy.soap(
-                flights, token, await _read(response)
-            ):
-                return response
-            status = "200 with an in-band auth failure"  # type: ignore[assignment]
-        elif status not in self.refresh_status_codes:
+        step = next_step(
+            response.status, self._paths.get(request.url.raw_path), self.refresh_status_codes
+        )
+        if step is Next.CONFIRM:
+            state.confirm(token)
             return response
-        else:
-            await _read(response)
-        cause = f"{request.method} {request.url} answered {status}"
-        flow = self._policy.recover(flights, token, cause, response, self.refresh, after)
-        new = await self._arun(flow)
+        if step is Next.DONE:
+            return response
+        after = flights.started  # only a check begun after this answer can judge it
+        body = await _apeek(response)
+        if step is Next.INSPECT and not core.policy.soap(flights, token, body):
+            return response
+        what = "200 with an in-band auth failure" if response.status < 300 else response.status
+        cause = f"{request.method} {request.url} answered {what}"
+        flow = core.policy.recover(flights, token, cause, _Shown(response), self.refresh, after)
+        try:
+            new = await core.arun(flow)
+        except BaseException:
+            response.close()
+            raise
         if new is None or not (request.body == b"" or isinstance(request.body, BytesPayload)):
             return response  # a permission answer, or a body that cannot be replayed
+        response.close()
         request.headers[HEADER] = new
-        self._policy.resent()
+        core.policy.resent()
         again = await handler(request)
         if 200 <= again.status < 300:
             state.confirm(new)
         return again
+
+    def _pickled(self) -> dict[str, Any]:
+        state = super()._pickled()
+        state.update(self._transport)
+        return state

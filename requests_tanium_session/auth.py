@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
-import inspect
 import logging
-import os
 import re
 import warnings
-from collections.abc import Callable, Collection, Mapping
+from collections import deque
+from collections.abc import Callable, Collection, Iterator, Mapping
+from functools import partial
 from typing import TYPE_CHECKING, Any, Optional, TypedDict, Union
 from urllib.parse import urljoin, urlparse
 
@@ -18,28 +17,24 @@ from requests.cookies import extract_cookies_to_jar
 from requests.utils import requote_uri, rewind_body
 from urllib3.exceptions import InsecureRequestWarning
 
-from .http_client import Closing, HttpClient, OriginMatcher
+from ._answer import READ_CHUNK, Next, announced_too_long, next_step
+from ._face import Core, SyncFace, TaniumAuthBase, check_options, core_of
+from ._origin import OriginMatcher, is_loopback
+from .http_client import HttpClient, redact_request
 from .protocol import (
     DEFAULT_EXPIRES_AFTER,
     DEFAULT_LOGIN_TIMEOUT,
     DEFAULT_LOGOUT_TIMEOUT,
     DEFAULT_REFRESH_STATUS_CODES,
     DEFAULT_REVALIDATE_AFTER,
-    ENV_SESSION,
-    ENV_URL,
     GATEWAY_PATH,
     HEADER,
     MAX_ANSWER_BYTES,
     SOAP_PATH,
-    Default,
-    check_seconds,
-    check_token,
 )
-from .session_id import CredentialLogin, SessionId
-from .state import StateView
+from .session_id import SessionId, over
 from .stats import AuthEvent
 from .stores import SessionStore
-from .versions import SpecCheck, parse_specifier, read_version, unreadable
 
 __all__ = ["TaniumSession", "TaniumSessionAuth"]
 
@@ -49,22 +44,136 @@ _ABSOLUTE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 
 _RESENT = "_tanium_resent"  # attribute on a PreparedRequest: this is our one resend
 
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+
+# -- the wire: one capped read, put back -----------------------------------------------
+
+
+class _Replayed:
+    """A urllib3 response whose first decoded bytes the auth read: ``read()`` and
+    ``stream()`` serve them again, then the rest (and an error met while reading, at
+    the point it was met). Everything else is the response's own."""
+
+    def __init__(
+        self,
+        raw: Any,
+        kept: list[bytes],
+        rest: Optional[Iterator[bytes]] = None,
+        error: Optional[BaseException] = None,
+    ) -> None:
+        self._raw = raw
+        self._kept = deque(kept)
+        self._rest = rest
+        self._error = error
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name == "_raw":
+            raise AttributeError(name)
+        return getattr(self._raw, name)
+
+    def kept(self) -> bytes:
+        """What the auth read and nobody has taken yet."""
+        return b"".join(self._kept)
+
+    def _next(self) -> bytes:
+        if self._kept:
+            return self._kept.popleft()
+        if self._rest is not None:
+            for chunk in self._rest:
+                if chunk:
+                    return chunk
+            self._rest = None
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
+        return b""
+
+    def stream(self, amt: Optional[int] = None, decode_content: Any = None) -> Iterator[bytes]:
+        """As urllib3's ``stream()`` (decoded)."""
+        while chunk := self._next():
+            yield chunk
+
+    def read(self, amt: Optional[int] = None, *args: Any, **kwargs: Any) -> bytes:
+        """As urllib3's ``read()`` (decoded)."""
+        out = bytearray()
+        while amt is None or len(out) < amt:
+            chunk = self._next()
+            if not chunk:
+                break
+            out += chunk
+        if amt is not None and len(out) > amt:
+            self._kept.appendleft(bytes(out[amt:]))
+            del out[amt:]
+        return bytes(out)
+
+    def close(self) -> None:
+        """Close the response (its connection, unless it was read to the end)."""
+        self._rest = None
+        self._raw.close()
+
+
+def _peek(r: requests.Response) -> Optional[bytes]:
+    """Read ``r``'s body as the one capped read rules (see :mod:`._answer`): the body
+    when it is at most ``MAX_ANSWER_BYTES`` decoded (its connection then goes back),
+    else None; either way the caller reads it whole afterwards."""
+    if r._content_consumed:  # type: ignore[attr-defined]  # read already (a hook)
+        content = r.content or b""
+        return content if len(content) <= MAX_ANSWER_BYTES else None
+    if announced_too_long(r.headers.get("content-length")):
+        return None
+    raw = r.raw
+    if hasattr(raw, "stream"):
+        source: Iterator[bytes] = raw.stream(READ_CHUNK, decode_content=True)
+    else:  # a file-like raw (another adapter)
+        source = iter(partial(raw.read, READ_CHUNK), b"")
+    kept: list[bytes] = []
+    size = 0
+    try:
+        for chunk in source:
+            kept.append(chunk)
+            size += len(chunk)
+            if size > MAX_ANSWER_BYTES:
+                r.raw = _Replayed(raw, kept, source)
+                return None
+    except Exception as exc:  # the caller meets it where it was met
+        r.raw = _Replayed(raw, kept, error=exc)
+        return None
+    body = b"".join(kept)
+    r.raw = _Replayed(raw, [body])
+    r._content, r._content_consumed = body, True  # type: ignore[attr-defined]
+    return body
+
+
+def _discard(r: requests.Response) -> None:
+    """Close a response the auth will not return: what was read stays its content,
+    nothing more is read (an unending body ends here)."""
+    raw = r.raw
+    if not r._content_consumed:  # type: ignore[attr-defined]
+        r._content = raw.kept() if isinstance(raw, _Replayed) else b""
+        r._content_consumed = True  # type: ignore[attr-defined]
+    if raw is not None:
+        raw.close()
+
+
+def _shown(r: requests.Response) -> requests.Response:
+    """A copy of ``r`` to carry on an exception: its request (and every request in its
+    history) without the session or any other secret."""
+    shown = requests.Response()
+    shown.__dict__.update(r.__dict__)
+    request = r.request.copy()
+    redact_request(request)
+    shown.request = request
+    shown.history = [_shown(h) for h in r.history]
+    return shown
+
 
 def _replayable(req: requests.PreparedRequest) -> bool:
     body = req.body
     if body is None or isinstance(body, (bytes, str)):
         return True
     return isinstance(getattr(req, "_body_position", None), int)
-
-
-def _release(r: requests.Response) -> None:
-    with contextlib.suppress(Exception):  # a broken body still gets its connection closed
-        r.content  # noqa: B018 -- read, so it stays on the response
-    r.close()
-
-
-if TYPE_CHECKING:
-    from typing_extensions import Unpack
 
 
 class AuthOptions(TypedDict, total=False):
@@ -113,13 +222,6 @@ def _warn_retried_statuses(adapter: Any, codes: Collection[int], stacklevel: int
         )
 
 
-def _env(name: str) -> str:
-    value = os.environ.get(name, "")
-    if not value:
-        raise ValueError(f"environment variable {name} is missing or empty")
-    return value
-
-
 def redirect_target(resp: requests.Response) -> Optional[str]:
     """The URL ``requests`` will follow from ``resp``, prepared as it will be sent.
 
@@ -140,7 +242,42 @@ def redirect_target(resp: requests.Response) -> Optional[str]:
         return None
 
 
-class TaniumSessionAuth(StateView, Closing, AuthBase):
+def _parts(
+    url: Optional[str],
+    session: Optional[str],
+    http_client: Optional[HttpClient],
+    session_id: Optional[SessionId],
+    transport: dict[str, Any],
+) -> tuple[HttpClient, Optional[Core]]:
+    """The ``/auth`` client, and the core of a ready ``session_id`` to share."""
+    given = (
+        transport["verify"] is not True
+        or transport["allow_http"]
+        or any(transport[k] is not None for k in ("cert", "proxies"))
+    )
+    if given and (http_client is not None or session_id is not None):
+        raise ValueError(
+            "verify, cert, proxies and allow_http configure a new HttpClient; "
+            "set them on the HttpClient you pass instead"
+        )
+    if session_id is not None:
+        if not isinstance(session_id, SessionId):
+            raise TypeError("session_id must be a SessionId")
+        if url is not None or session is not None or http_client is not None:
+            raise ValueError("pass session_id= alone, or url= and session=, not both")
+        return session_id.http_client, core_of(session_id)
+    if http_client is not None:
+        if url is not None:
+            raise ValueError("pass url= or http_client=, not both")
+        if not isinstance(http_client, HttpClient):
+            raise TypeError("http_client must be an HttpClient")
+        return http_client, None
+    if url is None:
+        raise ValueError("url is required (or http_client= or session_id=)")
+    return HttpClient(url, **transport), None
+
+
+class TaniumSessionAuth(SyncFace, TaniumAuthBase, AuthBase):
     """Puts the Tanium ``session`` header on requests to one Tanium origin.
 
     Revalidates the session through ``/auth`` when it has gone stale, recovers from
@@ -150,10 +287,11 @@ class TaniumSessionAuth(StateView, Closing, AuthBase):
 
     Args:
         url: the Tanium server, ``https://host[:port][/prefix]``.
-        session: a session id or API token.
+        session: a session id or API token; None with ``refresh`` logs in at the
+            first request.
         http_client: a ready :class:`HttpClient` instead of ``url`` (and its options).
-        session_id: a ready :class:`SessionId` instead of ``url`` and ``session``;
-            timings passed explicitly next to it override its own.
+        session_id: a ready :class:`SessionId` whose session this auth shares (the
+            timings given here apply to it).
         revalidate_after: seconds after a confirmation before validating again (0:
             before every request).
         expires_after: idle seconds after which the session counts as expired.
@@ -168,14 +306,14 @@ class TaniumSessionAuth(StateView, Closing, AuthBase):
         cert: a client certificate for ``/auth`` calls.
         proxies: proxies for ``/auth`` calls.
         allow_http: allow ``http://`` for a host that is not loopback.
-        ver_check: deprecated: the ``SessionId`` this class builds has no version
-            requirement, so it checks nothing (``True`` warns); use
-            ``requires_server``.
+        ver_check: deprecated, checks nothing (``True`` warns); use ``requires_server``.
         requires_server: a version specifier (``">=7.3,<8"``) checked at the first
             request.
         store: a :class:`~requests_tanium_session.stores.SessionStore` shared with
             other processes or machines (``FileStore``, ``RedisStore``); None: this
             process alone.
+        on_event: called with an ``AuthEvent`` when the session dies or is refreshed,
+            and when the store degrades or comes back.
 
     Raises:
         TypeError, ValueError: malformed arguments (messages never show a secret).
@@ -204,93 +342,37 @@ class TaniumSessionAuth(StateView, Closing, AuthBase):
         store: Optional[SessionStore] = None,
         on_event: Optional[Callable[[AuthEvent], None]] = None,
     ) -> None:
-        if refresh is not None and not callable(refresh):
-            raise TypeError("refresh must be a callable returning a new session id")
-        if inspect.iscoroutinefunction(refresh):
-            raise TypeError(
-                "refresh is a coroutine function: requests cannot await it; give "
-                "TaniumSessionAuth a plain function (or use the httpx AsyncClient or aiohttp "
-                "front-end)"
-            )
-        if on_token_update is not None and not callable(on_token_update):
-            raise TypeError("on_token_update must be a callable taking the new token")
-        codes = frozenset(refresh_status_codes)
-        if not all(isinstance(c, int) and 400 <= c < 600 for c in codes):
-            raise ValueError("refresh_status_codes must be HTTP error statuses (400-599)")
-        requires = parse_specifier(requires_server) if requires_server is not None else None
+        options = check_options(
+            refresh_status_codes=refresh_status_codes, refresh=refresh,
+            on_token_update=on_token_update, on_event=on_event,
+            requires_server=requires_server, store=store, sync_only="requests",
+        )  # fmt: skip
         if ver_check:
             warnings.warn(
-                "ver_check checks nothing on TaniumSessionAuth (its SessionId has no version "
-                'requirement): use requires_server=">=7.3" to check the server',
+                "ver_check checks nothing on TaniumSessionAuth: use "
+                'requires_server=">=7.3" to check the server',
                 DeprecationWarning,
                 stacklevel=2,
             )
-        transport = verify is not True or cert is not None or proxies is not None or allow_http
-        if transport and (http_client is not None or session_id is not None):
-            raise ValueError(
-                "verify, cert, proxies and allow_http configure a new HttpClient; "
-                "set them on the HttpClient you pass instead"
-            )
-        timing = {
+        transport = {"verify": verify, "cert": cert, "proxies": proxies, "allow_http": allow_http}
+        client, shared = _parts(url, session, http_client, session_id, transport)
+        owns = client is not http_client and shared is None
+        timings = {
             "revalidate_after": revalidate_after,
             "expires_after": expires_after,
             "login_timeout": login_timeout,
             "logout_timeout": logout_timeout,
         }
-        for name, value in timing.items():
-            check_seconds(name, value, zero_ok=name == "revalidate_after")
-        self._owns_client = False
-        if session_id is not None:
-            if not isinstance(session_id, SessionId):
-                raise TypeError("session_id must be a SessionId")
-            if url is not None or session is not None or http_client is not None:
-                raise ValueError("pass session_id= alone, or url= and session=, not both")
-            sid = session_id
-            if on_token_update is None:
-                on_token_update = sid.on_token_update  # keep the callback it came with
-            # Only the timings given explicitly override the ready SessionId.
-            for name, value in timing.items():
-                if not isinstance(value, Default):
-                    setattr(sid, name, value)
-        else:
-            if http_client is None:
-                if url is None:
-                    raise ValueError("url is required (or http_client= or session_id=)")
-                http_client = HttpClient(
-                    url, verify=verify, cert=cert, proxies=proxies, allow_http=allow_http
-                )
-                self._owns_client = True
-            elif url is not None:
-                raise ValueError("pass url= or http_client=, not both")
-            elif not isinstance(http_client, HttpClient):
-                raise TypeError("http_client must be an HttpClient")
-            if session is None:
-                raise ValueError("session is required (a Tanium session id or API token)")
-            try:
-                sid = SessionId(
-                    http_client,
-                    session,
-                    login_timeout=login_timeout,
-                    logout_timeout=logout_timeout,
-                    expires_after=expires_after,
-                    ver_check=ver_check is not False,
-                )
-            except BaseException:
-                if self._owns_client:
-                    http_client.close()
-                raise
-            sid.revalidate_after = revalidate_after
-        if store is not None:
-            sid.use_store(store)
-        self._sid = sid
-        self.refresh_status_codes = codes
-        self.refresh = refresh
-        self.on_token_update = on_token_update
-        self._requires = requires
+        try:
+            self._assemble(client, session, options, timings, shared)
+        except BaseException:
+            if owns:
+                client.close()
+            raise
+        self._client = client
+        self._owns_client = owns
+        self._sid = session_id
         self._init_runtime()
-        if on_event is not None:
-            self.on_event = on_event
-        client = sid.http_client
         if client.verify is False:
             warnings.warn(
                 f"TLS certificate verification is off for {client.url}: anyone on the "
@@ -300,36 +382,28 @@ class TaniumSessionAuth(StateView, Closing, AuthBase):
             )
 
     def _init_runtime(self) -> None:
-        """State that is rebuilt after unpickling: locks, the bound hook, prefixes."""
-        sid = self._sid
-        self._state = sid.state
-        self._fresh = self._state.fresh  # bound once: the hot path calls it per request
-        self._flights = sid.flights
-        self._matches = OriginMatcher(sid.http_client.origin)
+        """What the request path reads on every call, bound once."""
+        core = self._core
+        self._state = core.state
+        self._fresh = core.state.fresh  # the hot path calls it per request
+        self._flights = core.flights
+        self._policy = core.policy
+        self._matches = OriginMatcher(core.origin)
         self._prefixes = self._matches.prefixes
         self._hook = self.handle_response
-        self._policy = sid.policy
-        #: SOAP and gateway URLs: their 2xx answers are read or left unconfirmed.
-        self._special = (sid.url + SOAP_PATH, sid.url + GATEWAY_PATH)
-        if self._requires is not None:
-            self._policy.require(SpecCheck(self._requires, sid.url))
-        self._gate = self._policy.gate  # a server requirement is unchecked or unmet
+        #: The SOAP and gateway URLs: their 2xx answers are read or left unconfirmed.
+        self._special = {core.url + SOAP_PATH: SOAP_PATH, core.url + GATEWAY_PATH: GATEWAY_PATH}
+        self._special_prefixes = tuple(self._special)
+        self._gate = core.policy.gate  # a server requirement is unchecked or unmet
         self._told_retried = False  # the status_forcelist WARNING was given
-        sid.on_token_update = self._token_updated
 
     # -- construction helpers -----------------------------------------------------
 
     @classmethod
     def from_env(cls, **kwargs: Unpack[AuthOptions]) -> TaniumSessionAuth:
-        """Build from ``TANIUM_URL`` and ``TANIUM_SESSION``; ``ValueError`` names a missing one."""
-        url = _env(ENV_URL)
-        session = _env(ENV_SESSION)
-        try:
-            check_token(session, ENV_SESSION)
-        except ValueError as exc:
-            hint = "; strip the surrounding whitespace" if session != session.strip() else ""
-            raise ValueError(f"environment variable {exc}{hint}") from None
-        return cls(url, session, **kwargs)
+        """Build from ``TANIUM_URL`` and ``TANIUM_SESSION``; ``ValueError`` names a
+        missing or malformed one (never its value)."""
+        return cls._from_environment(dict(kwargs))
 
     @classmethod
     def from_credentials(
@@ -343,85 +417,44 @@ class TaniumSessionAuth(StateView, Closing, AuthBase):
         persistent: bool = False,
         **kwargs: Unpack[AuthOptions],
     ) -> TaniumSessionAuth:
-        """Log in with ``POST /auth`` (base64 ``username``/``password`` headers) and use
-        the same login as ``refresh``, so the session survives expiry and revocation.
-        ``persistent=True`` asks for a one-week session (``persistent: 1``).
+        """Log in now with ``POST /auth`` (base64 ``username``/``password`` headers;
+        with a store, a fresh published session is taken instead) and again whenever
+        the session dies, so it survives expiry and revocation. ``persistent=True``
+        asks for a one-week session (``persistent: 1``).
 
         Raises ``LoginError`` when the credentials are refused; the rest as the
         constructor.
         """
-        if "refresh" in kwargs or "session" in kwargs or "session_id" in kwargs:
-            raise TypeError("from_credentials() makes its own session and refresh")
-        try:  # a misspelt argument is refused before any login
-            inspect.signature(cls).bind_partial(**kwargs)
-        except TypeError as exc:
-            raise TypeError(f"from_credentials(): {exc}") from None
-        options: dict[str, Any] = dict(kwargs)
-        timeout = check_seconds(
-            "login_timeout", options.get("login_timeout", DEFAULT_LOGIN_TIMEOUT)
-        )
-        client = options.pop("http_client", None)
-        owns = client is None
-        if client is None:
-            client = HttpClient(
-                url,
-                verify=options.pop("verify", True),
-                cert=options.pop("cert", None),
-                proxies=options.pop("proxies", None),
-                allow_http=options.pop("allow_http", False),
-            )
+        auth, flow = cls._with_credentials(
+            url, username, password, domain=domain, secondary=secondary,
+            persistent=persistent, options=dict(kwargs),
+        )  # fmt: skip
         try:
-            login = CredentialLogin(client, username, password, domain, secondary, persistent)
-            fresh_for = options.get("revalidate_after", DEFAULT_REVALIDATE_AFTER)
-            ttl = options.get("expires_after", DEFAULT_EXPIRES_AFTER)
-            session = login.first_session(timeout, options.get("store"), fresh_for, ttl)
-            auth = cls(session=session, http_client=client, refresh=login, **options)
+            auth._started(auth._core.run(flow))
         except BaseException:
-            if owns:
-                client.close()
+            auth.close()
             raise
-        login.bind(auth.session_id)
-        auth._owns_client = owns
         return auth
 
     # -- public state ---------------------------------------------------------
 
     @property
     def session_id(self) -> SessionId:
-        """The ``SessionId`` holding the token."""
+        """A :class:`SessionId` over this auth's session (pytan3's API; its ``token``
+        validates when stale)."""
+        if self._sid is None:
+            self._sid = over(self._core, self._client)
         return self._sid
 
     @property
     def http_client(self) -> HttpClient:
         """The client used for ``/auth``."""
-        return self._sid.http_client
-
-    @property
-    def store(self) -> Optional[SessionStore]:
-        """The session store shared with other processes, or None."""
-        return self._sid.store
-
-    @property
-    def token(self) -> str:
-        """The current token, revalidated (or refreshed) first when needed."""
-        return self._current_token()
-
-    @token.setter
-    def token(self, value: str) -> None:
-        self._sid.token = value
-
-    def logout(self, **kwargs: Any) -> None:
-        """End this session (``logout: 0``)."""
-        self._sid.logout(**kwargs)
-
-    def logout_all(self, **kwargs: Any) -> None:
-        """End every session of this user (``logout: 1``)."""
-        self._sid.logout_all(**kwargs)
+        return self._client
 
     def close(self) -> None:
         """Close the ``/auth`` client when this object made it."""
         if self._owns_client:
-            self._sid.http_client.close()
+            self._client.close()
 
     # -- the request path ---------------------------------------------------------
 
@@ -446,43 +479,51 @@ class TaniumSessionAuth(StateView, Closing, AuthBase):
         return r
 
     def _current_token(self) -> str:
-        token: str = self._sid._run(self._policy.current(self._flights, self.refresh))
+        core = self._core
+        token: str = core.run(core.policy.current(core.flights, self.refresh))
         return token
 
     def _check_server(self) -> None:
-        policy = self._policy
+        core = self._core
         try:
-            self._sid._run(policy.check_server(self._flights, read_version, self._unreadable))
+            core.run(core.check_server(core.flights))
         finally:
-            self._gate = policy.gate
-
-    def _unreadable(self, exc: BaseException) -> None:
-        unreadable(self._sid.url, exc, stacklevel=8)
+            self._gate = core.policy.gate
 
     # -- the response path ----------------------------------------------------
 
     def handle_response(self, r: requests.Response, **kwargs: Any) -> requests.Response:
-        """Response hook: confirm on 2xx, guard redirects, recover from 401/403."""
+        """Response hook: the one answer rule (a 2xx confirms, SOAP is inspected, a
+        401/403 recovers), and a redirect that leaves the origin loses the header."""
         req = r.request
         url = req.url
         if not url or not self.is_tanium_url(url):
             return r
         sent = req.headers.get(HEADER)
-        status = r.status_code
-        if 200 <= status < 300:
-            if sent is not None:
-                if url.startswith(self._special):  # SOAP or the gateway: rare
-                    return self._special_answer(r, url, sent, kwargs)
-                self._state.confirm(sent)
+        if sent is None:
             return r
-        if r.is_redirect:
+        if 300 <= r.status_code < 400 and r.is_redirect:
             self._guard_redirect(r, req)
             return r
-        if sent is None or status not in self.refresh_status_codes:
+        special = self._special.get(url.split("?", 1)[0]) if url.startswith(
+            self._special_prefixes
+        ) else None  # fmt: skip
+        step = next_step(r.status_code, special, self.refresh_status_codes)
+        if step is Next.CONFIRM:
+            self._state.confirm(sent)
             return r
-        if not self._told_retried:
-            self._retried(r)
-        return self._recovered(r, sent, kwargs, f"answered {status}")
+        if step is Next.DONE:
+            return r
+        if step is Next.INSPECT:
+            if not self._policy.soap(self._flights, sent, _peek(r)):
+                return r
+            what = "answered 200 with an in-band auth failure"
+        else:
+            if not self._told_retried:
+                self._retried(r)
+            _peek(r)  # read whole when short: a waiting request holds no connection
+            what = f"answered {r.status_code}"
+        return self._recovered(r, sent, kwargs, what)
 
     def _retried(self, r: requests.Response) -> None:
         """One WARNING when urllib3 already retried this 401/403 (``status_forcelist``)."""
@@ -494,35 +535,24 @@ class TaniumSessionAuth(StateView, Closing, AuthBase):
                 "in status_forcelist resends the same session; remove them so the auth "
                 "can recover",
                 r.status_code,
-                self._sid.url,
+                self.url,
             )
 
     def _recovered(
         self, r: requests.Response, sent: str, kwargs: dict[str, Any], what: str
     ) -> requests.Response:
+        """Judge a 401/403 (or an in-band SOAP failure) and resend once when a token
+        came of it; the answer as it came when the session is alive."""
+        after = self._flights.started  # only a check begun after this answer can judge it
+        cause = f"{r.request.method} {r.url} {what}"
+        core = self._core
         try:
-            token = self._recover(r, sent, what)
-            return r if token is None else self._resend(r, token, kwargs)
+            flow = core.policy.recover(core.flights, sent, cause, _shown(r), self.refresh, after)
+            token: Optional[str] = core.run(flow)
         except BaseException:
-            _release(r)  # nobody else will read it: give its connection back
+            _discard(r)  # nobody else will read it: give its connection back
             raise
-
-    def _special_answer(
-        self, r: requests.Response, url: str, sent: str, kwargs: dict[str, Any]
-    ) -> requests.Response:
-        """A 2xx from the gateway (confirms nothing) or from SOAP (read, unless streamed:
-        an in-band auth failure is judged as a 401/403)."""
-        path = url.split("?", 1)[0]
-        if path == self._special[1]:
-            return r
-        if path != self._special[0] or kwargs.get("stream"):
-            self._state.confirm(sent)
-            return r
-        length = r.headers.get("content-length", "")
-        body = None if length.isdigit() and int(length) > MAX_ANSWER_BYTES else r.content
-        if not self._policy.soap(self._flights, sent, body):
-            return r
-        return self._recovered(r, sent, kwargs, "answered 200 with an in-band auth failure")
+        return r if token is None else self._resend(r, token, kwargs)
 
     def _guard_redirect(self, r: requests.Response, *reqs: requests.PreparedRequest) -> None:
         target = redirect_target(r)
@@ -530,18 +560,6 @@ class TaniumSessionAuth(StateView, Closing, AuthBase):
             for req in reqs:
                 req.headers.pop(HEADER, None)
             log.debug("redirect from %s leaves the Tanium origin: session header removed", r.url)
-
-    def _recover(self, r: requests.Response, sent: str, what: str) -> Optional[str]:
-        """Decide what a 401/403 to a request that carried ``sent`` means.
-
-        Returns the token to resend with, or None when the answer stands (a
-        permission answer). Raises when the session cannot be recovered.
-        """
-        after = self._flights.started  # only a check begun after this answer can judge it
-        cause = f"{r.request.method} {r.url} {what}"
-        flow = self._policy.recover(self._flights, sent, cause, r, self.refresh, after)
-        new: Optional[str] = self._sid._run(flow)
-        return new
 
     def _resend(
         self, r: requests.Response, token: str, kwargs: dict[str, Any]
@@ -555,7 +573,7 @@ class TaniumSessionAuth(StateView, Closing, AuthBase):
         if not _replayable(req):
             log.info("%s %s not resent: its body cannot be replayed", req.method, r.url)
             return r
-        _release(r)
+        _discard(r)
         prep = req.copy()
         jar = prep._cookies  # type: ignore[attr-defined]
         extract_cookies_to_jar(jar, req, r.raw)  # type: ignore[no-untyped-call]
@@ -574,47 +592,28 @@ class TaniumSessionAuth(StateView, Closing, AuthBase):
             self._guard_redirect(new, prep, req)
         return new
 
-    def _token_updated(self, token: str) -> None:
-        callback = self.on_token_update
-        if callback is not None:
-            callback(token)
+    # -- pickling -------------------------------------------------------------
 
-    # -- display and pickling -------------------------------------------------
-
-    def __repr__(self) -> str:
-        sid = self._sid
-        return (
-            f"{type(self).__name__}(url={sid.url!r}, uid={sid.uid!r}, "
-            f"logged_in={sid.logged_in!r}, refresh={'set' if self.refresh else None})"
-        )
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        for key in (
-            "_policy",
-            "_special",
-            "_hook",
-            "on_token_update",
-            "_state",
-            "_fresh",
-            "_flights",
-        ):
-            state.pop(key, None)
-        if isinstance(state.get("refresh"), CredentialLogin):
-            state["refresh"] = None  # credentials stay in this process
+    def _pickled(self) -> dict[str, Any]:
+        state = super()._pickled()
+        client = self._client
+        if self._owns_client:
+            state.update(verify=client.verify, cert=client.cert, proxies=client.proxies,
+                         allow_http=not is_loopback(client.origin[1]) and
+                         client.origin[0] == "http")  # fmt: skip
+        else:
+            del state["url"]
+            state["http_client"] = client
         return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self.on_token_update = None
-        self._init_runtime()
 
 
 class TaniumSession(requests.Session):
     """A ``requests.Session`` with a :class:`TaniumSessionAuth` built in.
 
     What it adds to ``session.auth = TaniumSessionAuth(...)``: relative URLs
-    (``s.get("/api/v2/sensors")``) are joined to the Tanium URL, and
+    (``s.get("/api/v2/sensors")``) are joined to the Tanium URL; the auth's ``verify``,
+    ``cert`` and ``proxies`` apply to every request it sends, and a loopback Tanium
+    server is reached without the environment's proxies, as ``/auth`` is; and
     ``rebuild_auth`` removes the ``session`` header from every redirect that leaves
     the Tanium origin, even one that another response hook produced (a plain
     ``session.auth`` only sees the redirects its own hook sees).
@@ -647,7 +646,12 @@ class TaniumSession(requests.Session):
             self._owns_auth = False
         super().__init__()
         self.auth: TaniumSessionAuth = auth
-        self.base_url = auth.http_client.url
+        self.base_url = auth.url
+        client = auth.http_client
+        self.verify = client.verify
+        self.cert = client.cert
+        if client.proxies is not None:
+            self.proxies.update(client.proxies)
 
     @classmethod
     def from_env(cls, **kwargs: Unpack[AuthOptions]) -> TaniumSession:
@@ -696,10 +700,18 @@ class TaniumSession(requests.Session):
         cert: Any,
     ) -> Any:
         """As ``requests`` does, except that a ``verify`` set on this session (a CA bundle
-        path or False) is not replaced by ``REQUESTS_CA_BUNDLE`` (requests #3829)."""
+        path or False) is not replaced by ``REQUESTS_CA_BUNDLE`` (requests #3829), and
+        a loopback Tanium server is reached without the environment's proxies."""
         if verify is None and self.verify is not True:
             verify = self.verify
-        return super().merge_environment_settings(url, proxies, stream, verify, cert)
+        settings = super().merge_environment_settings(url, proxies, stream, verify, cert)
+        auth = self.auth
+        if isinstance(auth, TaniumSessionAuth) and is_loopback(auth.http_client.origin[1]):
+            target = str(url or "")
+            if auth.is_tanium_url(target):
+                chosen = {**self.proxies, **(proxies or {})}
+                settings["proxies"] = {k: v for k, v in settings["proxies"].items() if k in chosen}
+        return settings
 
     def mount(self, prefix: Union[str, bytes], adapter: requests.adapters.BaseAdapter) -> None:
         """As ``requests`` does; warns when the adapter's urllib3 ``Retry`` retries a

@@ -108,7 +108,7 @@ def _story(args: argparse.Namespace) -> int:
             _out(f"   answered {status}; /auth calls for it: {server.count(AUTH_PATH) - before}")
 
             _out("3. an administrator revokes the session, then one request")
-            server.revoke(auth.session_id.state.current or "")
+            server.revoke(auth.token or "")
             calls = dict(server.auth_calls)
             resp = http.get(api)
             validations = server.auth_calls["validate"] - calls.get("validate", 0)
@@ -147,7 +147,7 @@ def _demo_without_refresh(server: TaniumServer, api: str) -> int:
     with TaniumSessionAuth(server.url, server.new_session()) as auth, requests.Session() as http:
         http.trust_env = False
         http.auth = auth
-        server.revoke(auth.session_id.state.current or "")
+        server.revoke(auth.token or "")
         try:
             http.get(api)
         except LoginError as exc:

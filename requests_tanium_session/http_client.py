@@ -4,41 +4,23 @@ from __future__ import annotations
 
 import contextlib
 import http.cookiejar
-import ipaddress
 import os
 import socket
 from collections.abc import Mapping
 from functools import partial
-from types import TracebackType
-from typing import Any, Optional, TypeVar, Union
-from urllib.parse import urlsplit
+from typing import Any, ClassVar, Optional, Union
 
 import requests
 from requests.adapters import HTTPAdapter
 from requests.auth import AuthBase
-from urllib3.util import Retry, parse_url
+from urllib3.util import Retry
 
-from ._drive import Worker, on_worker
+from ._closing import Closing
+from ._origin import is_loopback, parse_base_url
+from ._worker import Worker, on_worker
 from .protocol import REDACTED, SECRET_HEADERS, Call, transport_reason
 
-__all__ = [
-    "Answer",
-    "HttpClient",
-    "Origin",
-    "OriginMatcher",
-    "default_retry",
-    "gateway_retry",
-    "is_loopback",
-    "origin_name",
-    "origin_of",
-    "parse_base_url",
-]
-
-#: ``(scheme, host, port)``: scheme and host lower-cased, the port always filled in.
-Origin = tuple[str, str, int]
-
-#: Ports implied by each scheme.
-DEFAULT_PORTS: Mapping[str, int] = {"http": 80, "https": 443}
+__all__ = ["Answer", "HttpClient", "default_retry", "gateway_retry", "redact_request"]
 
 #: Statuses from ``/auth`` that the private session retries (POST included).
 RETRY_STATUSES = (502, 503, 504)
@@ -79,118 +61,6 @@ class _NoAuth(AuthBase):
 _NO_AUTH = _NoAuth()
 
 
-def is_loopback(host: str) -> bool:
-    """True for 127.0.0.0/8, ``::1`` and exactly ``localhost`` (nothing that asks DNS)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def origin_of(url: str) -> Optional[Origin]:
-    """The origin of a prepared URL, or None when it has none we could match.
-
-    Userinfo in front of the host gives None: such a URL is never the Tanium origin.
-    """
-    try:
-        parts = parse_url(url)
-    except Exception:
-        return None
-    scheme = (parts.scheme or "").lower()
-    if parts.auth is not None or not parts.host or scheme not in DEFAULT_PORTS:
-        return None
-    port = parts.port if parts.port is not None else DEFAULT_PORTS[scheme]
-    return (scheme, parts.host.lower(), port)
-
-
-def parse_base_url(url: object, allow_http: bool = False) -> tuple[str, Origin]:
-    """The normalised base URL (no trailing slash) and its origin; ``ValueError`` if bad.
-
-    ``http://`` is refused for hosts other than loopback unless ``allow_http``.
-    """
-    if not isinstance(url, str):
-        raise TypeError(f"url must be a str, not {type(url).__name__}")
-    if not url or url != url.strip() or any(c.isspace() or ord(c) < 0x20 for c in url):
-        raise ValueError("url must be a non-empty URL without whitespace")
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        raise ValueError("url is not a valid URL (bad host or port)") from None
-    scheme = parts.scheme.lower()
-    if scheme not in DEFAULT_PORTS:
-        raise ValueError("url must start with https:// (or http:// for a local server)")
-    if "@" in parts.netloc:
-        raise ValueError("url must not contain userinfo (user:password@)")
-    if parts.query or parts.fragment or url.endswith(("?", "#")):
-        raise ValueError("url must not contain a query or a fragment")
-    if not parts.hostname:
-        raise ValueError("url must name a host")
-    # Let requests prepare the URL, so the host is encoded exactly as it will be sent.
-    prepared = requests.PreparedRequest()
-    try:
-        prepared.prepare_url(f"{scheme}://{parts.netloc}{parts.path}", None)
-    except requests.RequestException:
-        raise ValueError("url has a host that requests cannot encode") from None
-    origin = origin_of(str(prepared.url))
-    if origin is None:
-        raise ValueError("url is not a valid URL")
-    if scheme == "http" and not allow_http and not is_loopback(origin[1]):
-        raise ValueError(
-            "url uses http:// for a host that is not loopback; use https:// or pass allow_http=True"
-        )
-    host = origin[1]
-    netloc = host if port is None or port == DEFAULT_PORTS[scheme] else f"{host}:{port}"
-    path = urlsplit(str(prepared.url)).path.rstrip("/")
-    return f"{scheme}://{netloc}{path}", origin
-
-
-def origin_name(origin: Origin) -> str:
-    """``scheme://host:port``: how stores and messages name an origin."""
-    scheme, host, port = origin
-    return f"{scheme}://{host}:{port}"
-
-
-class OriginMatcher:
-    """Tells whether a URL, as sent, has one origin: a prefix test, then a parse."""
-
-    __slots__ = ("origin", "prefixes")
-
-    def __init__(self, origin: Origin) -> None:
-        scheme, host, port = origin
-        prefixes = [f"{scheme}://{host}:{port}/"]
-        if port == DEFAULT_PORTS[scheme]:
-            prefixes.append(f"{scheme}://{host}/")
-        self.origin = origin
-        self.prefixes = tuple(prefixes)
-
-    def __call__(self, url: str) -> bool:
-        return url.startswith(self.prefixes) or origin_of(url) == self.origin
-
-
-_C = TypeVar("_C", bound="Closing")
-
-
-class Closing:
-    """``with obj:`` calls ``obj.close()`` on the way out."""
-
-    def close(self) -> None:
-        """Release what this object holds."""
-
-    def __enter__(self: _C) -> _C:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: Optional[type[BaseException]],
-        exc: Optional[BaseException],
-        tb: Optional[TracebackType],
-    ) -> None:
-        self.close()
-
-
 class _NoCookies(http.cookiejar.DefaultCookiePolicy):
     """Refuses every cookie: the ``/auth`` session keeps nothing between calls."""
 
@@ -205,7 +75,7 @@ class _NoCookies(http.cookiejar.DefaultCookiePolicy):
 _NO_ENV_PROXIES = ("http", "https", "all")
 
 
-def _redact(req: Any) -> None:
+def redact_request(req: Any) -> None:
     """Replace the secrets of a ``PreparedRequest`` in place (headers and JSON body)."""
     if not isinstance(req, requests.PreparedRequest):
         return
@@ -269,6 +139,9 @@ class HttpClient(Closing):
         ValueError: a malformed URL or ``verify``, or ``retries`` with ``session``.
         TypeError: arguments of the wrong type.
     """
+
+    #: Transport errors of this wire: a ``refresh`` may raise them as they are.
+    passthrough: ClassVar[tuple[type[BaseException], ...]] = (requests.RequestException,)
 
     def __init__(
         self,
@@ -390,16 +263,21 @@ class HttpClient(Closing):
                 body = _read_capped(resp, call.limit, worker)
             finally:
                 resp.close()
-                _redact(resp.request)
+                redact_request(resp.request)
             resp._content = body or b""
             resp._content_consumed = True  # type: ignore[attr-defined]
             return Answer(resp, body)
         except BaseException as exc:
-            _redact(getattr(exc, "request", None))
+            redact_request(getattr(exc, "request", None))
             response = getattr(exc, "response", None)
             if response is not None:
-                _redact(response.request)
+                redact_request(response.request)
             raise
+
+    @staticmethod
+    def timeout_error(message: str) -> Exception:
+        """What a caller waiting for another's flight raises at its deadline."""
+        return requests.exceptions.ReadTimeout(message)
 
     def close(self) -> None:
         """Close the private session (a supplied session is left to its owner)."""

@@ -2,24 +2,26 @@
 
 Needs the ``httpx`` extra: ``pip install "requests-tanium-session[httpx]"``.
 
-Every decision is the one policy (:mod:`._policy`) the ``requests`` adapter drives too;
-this module only moves bytes. The auth flow yields the caller's request and, after a
-recovered 401/403, that request once more, nothing else: ``/auth``, login, validate,
-logout and ``console.json`` calls go through a private client of this auth (no
-redirects, no environment proxy for loopback, one wall-clock deadline, secrets
-redacted on anything raised), so they never appear in the caller's ``history``.
+Every decision is the one policy (:mod:`._policy`) the ``requests`` adapter drives too,
+and the public face is theirs (:mod:`._face`); this module only moves bytes. The auth
+flow yields the caller's request and, after a recovered 401/403, that request once
+more, nothing else: ``/auth``, login, validate, logout and ``console.json`` calls go
+through a private client of this auth (no redirects, no environment proxy for
+loopback, one wall-clock deadline, secrets redacted on anything raised), so they never
+appear in the caller's ``history``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import inspect
 import logging
 import os
 import ssl
-from collections.abc import AsyncGenerator, Callable, Collection, Generator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Collection, Generator, Iterator
 from functools import partial
-from typing import TYPE_CHECKING, Any, Optional, Union
+from typing import TYPE_CHECKING, Any, Optional, TypedDict, Union
 
 try:
     import httpx
@@ -28,23 +30,22 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
         'requests_tanium_session.httpx needs httpx: pip install "requests-tanium-session[httpx]"'
     ) from exc
 
-from ._drive import Worker, arun, on_worker, run
-from ._front import FrontOptions, PolicyFront, Refresh
-from ._policy import Answered, Credentials, Flow, first_session
-from .http_client import DEFAULT_PORTS, is_loopback
+from ._answer import Decoder, Next, announced_too_long, next_step
+from ._effects import COROUTINE_REFRESH, Answered, Credentials, Flow
+from ._face import AsyncFace, SyncFace, TaniumAuthBase, check_options
+from ._origin import DEFAULT_PORTS, OriginMatcher, is_loopback, parse_base_url
+from ._worker import Worker, on_worker
 from .protocol import (
     DEFAULT_EXPIRES_AFTER,
     DEFAULT_LOGIN_TIMEOUT,
     DEFAULT_LOGOUT_TIMEOUT,
     DEFAULT_REFRESH_STATUS_CODES,
     DEFAULT_REVALIDATE_AFTER,
-    GATEWAY_PATH,
     HEADER,
     MAX_ANSWER_BYTES,
     REDACTED,
     SECRET_HEADERS,
     Call,
-    login_headers,
     special_paths,
 )
 from .stats import AuthEvent
@@ -58,16 +59,20 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Verify = Union[ssl.SSLContext, str, bool]
+Refresh = Callable[[], Any]
 
 
 # -- the wire: protocol calls ----------------------------------------------------------
 
 
+def _redacted_headers(headers: Any) -> dict[str, str]:
+    return {k: REDACTED if k.lower() in SECRET_HEADERS else v for k, v in headers.items()}
+
+
 def _redacted(call: Call, url: str) -> httpx.Request:
     """``call`` as an ``httpx.Request`` with every secret replaced: what exceptions carry."""
-    headers = {k: REDACTED if k.lower() in SECRET_HEADERS else v for k, v in call.headers.items()}
     content = REDACTED.encode() if call.json is not None else None
-    return httpx.Request(call.method, url, headers=headers, content=content)
+    return httpx.Request(call.method, url, headers=_redacted_headers(call.headers), content=content)
 
 
 def _scrub(exc: BaseException, redacted: httpx.Request) -> None:
@@ -100,19 +105,29 @@ def _ssl_context(verify: Verify, cert: Union[str, tuple[str, str], None]) -> ssl
     return ctx
 
 
+def _timeout_error(message: str) -> Exception:
+    return httpx.ReadTimeout(message)
+
+
 class _Wire:
     """Makes protocol calls for one origin, each through a client of its own (so any
     thread or event loop may make them and nothing is left open), never following
     redirects, environment proxies only for hosts that are not loopback."""
 
+    passthrough = (httpx.TransportError,)
+    timeout_error = staticmethod(_timeout_error)
+
     def __init__(
-        self, url: str, host: str, verify: Verify, cert: Any, proxy: Optional[str]
+        self, url: Optional[str], allow_http: bool, verify: Verify, cert: Any, proxy: Optional[str]
     ) -> None:
-        self.url = url
-        self._ssl = _ssl_context(verify, cert) if url.startswith("https:") else None
+        if url is None:
+            raise ValueError("url is required")
+        self.url, self.origin = parse_base_url(url, allow_http)
+        host = self.origin[1].strip("[]")
+        self.ssl = _ssl_context(verify, cert) if self.url.startswith("https:") else None
         self._options: dict[str, Any] = {
             # Made once: httpx would build (and load a CA bundle into) one per client.
-            "verify": self._ssl or httpx.create_ssl_context(verify=False),
+            "verify": self.ssl or httpx.create_ssl_context(verify=False),
             "proxy": proxy,
             "trust_env": proxy is None and not is_loopback(host),
             "follow_redirects": False,
@@ -194,70 +209,179 @@ def _capped(chunks: Any, limit: int) -> Optional[bytes]:
     return b"".join(kept)
 
 
-def _release(response: httpx.Response) -> Optional[bytes]:
-    """Read an answer (capped) and close it, so a waiter never holds a connection; its
-    body, or None when it was longer than the cap (what was read stays readable)."""
+# -- the wire: the caller's answer, one capped read put back ------------------------------
+
+
+class _Replay(httpx.SyncByteStream, httpx.AsyncByteStream):
+    """A response's raw stream whose first chunks the auth read: they come again
+    first, then the rest (and an error met while reading, where it was met)."""
+
+    def __init__(
+        self,
+        kept: list[bytes],
+        rest: Any = None,
+        original: Any = None,
+        error: Optional[BaseException] = None,
+    ) -> None:
+        self.kept = kept
+        self._rest = rest
+        self._original = original
+        self._error = error
+
+    def _raise(self) -> None:
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield from self.kept
+        if self._rest is not None:
+            yield from self._rest
+        self._raise()
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for chunk in self.kept:
+            yield chunk
+        if self._rest is not None:
+            async for chunk in self._rest:
+                yield chunk
+        self._raise()
+
+    def close(self) -> None:
+        if self._original is not None:
+            self._original.close()
+
+    async def aclose(self) -> None:
+        if self._original is not None:
+            await self._original.aclose()
+
+
+def _start_peek(response: httpx.Response) -> Optional[Decoder]:
+    """The decoder for a peek at ``response``, or None when the auth reads nothing:
+    announced too long, or an encoding it cannot decode."""
+    if announced_too_long(response.headers.get("content-length")):
+        return None
+    return Decoder.of(response.headers.get("content-encoding"))
+
+
+def _peek(response: httpx.Response) -> Optional[bytes]:
+    """The one capped read (see :mod:`._answer`): the decoded body when it is at most
+    ``MAX_ANSWER_BYTES`` (its connection then goes back), else None; either way the
+    caller reads the whole body afterwards."""
+    if response.is_stream_consumed:
+        return response.content if len(response.content) <= MAX_ANSWER_BYTES else None
+    decoder = _start_peek(response)
+    if decoder is None:
+        return None
+    original = response.stream
+    assert isinstance(original, httpx.SyncByteStream)
     kept: list[bytes] = []
-    size = 0
+    source = iter(original)
     try:
-        for chunk in response.iter_bytes():
-            size += len(chunk)
-            if size > MAX_ANSWER_BYTES:
-                break
+        for chunk in source:
             kept.append(chunk)
-    except httpx.HTTPError:
-        pass  # a broken body: what arrived stays readable
-    finally:
-        response.close()
-    response._content = body = b"".join(kept)
-    return body if size <= MAX_ANSWER_BYTES else None
+            if not decoder.feed(chunk):
+                response.stream = _Replay(kept, source, original)
+                return None
+    except Exception as exc:
+        response.stream = _Replay(kept, None, original, exc)
+        return None
+    original.close()  # read whole: the connection goes back to the pool now
+    response.stream = _Replay(kept)
+    return decoder.body
 
 
-async def _arelease(response: httpx.Response) -> Optional[bytes]:
+async def _apeek(response: httpx.Response) -> Optional[bytes]:
+    """:func:`_peek` in async code."""
+    if response.is_stream_consumed:
+        return response.content if len(response.content) <= MAX_ANSWER_BYTES else None
+    decoder = _start_peek(response)
+    if decoder is None:
+        return None
+    original = response.stream
+    assert isinstance(original, httpx.AsyncByteStream)
     kept: list[bytes] = []
-    size = 0
+    source = original.__aiter__()
     try:
-        async for chunk in response.aiter_bytes():
-            size += len(chunk)
-            if size > MAX_ANSWER_BYTES:
-                break
+        async for chunk in source:
             kept.append(chunk)
-    except httpx.HTTPError:
-        pass
-    finally:
-        await response.aclose()
-    response._content = body = b"".join(kept)
-    return body if size <= MAX_ANSWER_BYTES else None
+            if not decoder.feed(chunk):
+                response.stream = _Replay(kept, source, original)
+                return None
+    except Exception as exc:
+        response.stream = _Replay(kept, None, original, exc)
+        return None
+    await original.aclose()
+    response.stream = _Replay(kept)
+    return decoder.body
 
 
-_SYNC_COROUTINE = (
-    "refresh is a coroutine function: an httpx.Client cannot await it; use "
-    "async_client() (an httpx.AsyncClient) or give TaniumAuth a plain function"
-)
+def _discarded(response: httpx.Response) -> Any:
+    """Leave ``response`` with what the auth read (httpx reads it into ``history``);
+    the stream to close, if any."""
+    stream = response.stream
+    kept = stream.kept if isinstance(stream, _Replay) else []
+    response.stream = _Replay(kept)
+    return None if response.is_stream_consumed else stream
 
 
-class HttpxOptions(FrontOptions, total=False):
+def _discard(response: httpx.Response) -> None:
+    """Close a response the auth will not return: nothing more is read."""
+    stream = _discarded(response)
+    if isinstance(stream, httpx.SyncByteStream):
+        stream.close()
+
+
+async def _adiscard(response: httpx.Response) -> None:
+    stream = _discarded(response)
+    if isinstance(stream, httpx.AsyncByteStream):
+        await stream.aclose()
+
+
+def _redacted_request(request: httpx.Request) -> httpx.Request:
+    return httpx.Request(
+        request.method, request.url, headers=_redacted_headers(request.headers),
+        stream=request.stream,
+    )  # fmt: skip
+
+
+def _shown(response: httpx.Response) -> httpx.Response:
+    """A copy of ``response`` to carry on an exception: its request (and the requests
+    of its history) without the session or any other secret."""
+    shown = copy.copy(response)
+    shown.request = _redacted_request(response.request)
+    shown.history = [_shown(h) for h in response.history]
+    return shown
+
+
+class HttpxOptions(TypedDict, total=False):
     """:class:`TaniumAuth`'s keyword arguments for ``from_credentials``."""
 
+    revalidate_after: float
+    expires_after: float
+    login_timeout: float
+    logout_timeout: float
+    refresh_status_codes: Collection[int]
+    on_token_update: Optional[Callable[[str], None]]
+    allow_http: bool
+    requires_server: Optional[str]
+    store: Optional[SessionStore]
+    on_event: Optional[Callable[[AuthEvent], None]]
     verify: Verify
     cert: Union[str, tuple[str, str], None]
     proxy: Optional[str]
 
 
-def _timeout_error(message: str) -> Exception:
-    return httpx.ReadTimeout(message)
-
-
-class TaniumAuth(PolicyFront, httpx.Auth):
+class TaniumAuth(SyncFace, AsyncFace, TaniumAuthBase, httpx.Auth):
     """An ``httpx.Auth`` that puts the Tanium ``session`` header on one origin's requests.
 
-    The same policy as :class:`~requests_tanium_session.TaniumSessionAuth` (the same
-    code decides): the header only to the exact origin; fresh for ``revalidate_after``
-    after a confirmation (a 2xx confirms); one validation however many threads
-    (``httpx.Client``) or tasks (``httpx.AsyncClient``) find it stale; a 401/403 is
-    judged by one ``/auth`` check: resent once with a new token, returned as it is
-    when the session is alive, or refreshed (``refresh``) or raised as ``LoginError``
-    when it is dead.
+    The same policy and the same public face as
+    :class:`~requests_tanium_session.TaniumSessionAuth`: the header only to the exact
+    origin; fresh for ``revalidate_after`` after a confirmation (a 2xx confirms); one
+    validation however many threads (``httpx.Client``) or tasks (``httpx.AsyncClient``)
+    find it stale; a 401/403 is judged by one ``/auth`` check: resent once with a new
+    token, returned as it is when the session is alive, or refreshed (``refresh``) or
+    raised as ``LoginError`` when it is dead.
 
     Args:
         url: the Tanium server, ``https://host[:port][/prefix]``.
@@ -310,29 +434,31 @@ class TaniumAuth(PolicyFront, httpx.Auth):
         proxy: Optional[str] = None,
         on_event: Optional[Callable[[AuthEvent], None]] = None,
     ) -> None:
-        origin = self._setup(
-            url,
-            session,
-            revalidate_after=revalidate_after,
-            expires_after=expires_after,
-            login_timeout=login_timeout,
-            logout_timeout=logout_timeout,
-            refresh_status_codes=refresh_status_codes,
-            refresh=refresh,
-            on_token_update=on_token_update,
-            allow_http=allow_http,
-            requires_server=requires_server,
-            store=store,
-            on_event=on_event,
-            passthrough=(httpx.TransportError,),
-            timeout_error=_timeout_error,
-        )
-        scheme, host, port = origin
+        options = check_options(
+            refresh_status_codes=refresh_status_codes, refresh=refresh,
+            on_token_update=on_token_update, on_event=on_event,
+            requires_server=requires_server, store=store,
+        )  # fmt: skip
+        self._wire = _Wire(url, allow_http, verify, cert, proxy)
+        timings = {
+            "revalidate_after": revalidate_after,
+            "expires_after": expires_after,
+            "login_timeout": login_timeout,
+            "logout_timeout": logout_timeout,
+        }
+        self._assemble(self._wire, session, options, timings)
+        scheme, host, port = self._core.origin
         #: ``(scheme, userinfo, host, port)``: the first fields of httpx's parsed URL.
         self._key = (scheme, "", host.strip("[]"), None if port == DEFAULT_PORTS[scheme] else port)
-        self._wire = _Wire(self.url, host.strip("[]"), verify, cert, proxy)
+        self._matches = OriginMatcher(self._core.origin)
         self._paths = special_paths(self.url)
-        self._verify = verify
+        self._transport = {"verify": verify, "cert": cert, "proxy": proxy, "allow_http": allow_http}
+
+    @classmethod
+    def from_env(cls, **kwargs: Unpack[HttpxOptions]) -> TaniumAuth:
+        """Build from ``TANIUM_URL`` and ``TANIUM_SESSION``; ``ValueError`` names a
+        missing or malformed one (never its value)."""
+        return cls._from_environment(dict(kwargs))
 
     @classmethod
     def from_credentials(
@@ -349,42 +475,12 @@ class TaniumAuth(PolicyFront, httpx.Auth):
         """Log in now (``POST /auth``, base64 headers; with a store, a fresh published
         session is taken instead) and again after every death, once however many
         requests are waiting. ``LoginError`` when the credentials are refused."""
-        if "refresh" in kwargs or "session" in kwargs:
-            raise TypeError("from_credentials() makes its own session and refresh")
-        credentials = Credentials(login_headers(username, password, domain, secondary, persistent))
-        auth = cls(url, refresh=credentials, **kwargs)
-        policy = auth._policy
-        flow = first_session(
-            credentials.headers, policy.login_timeout, auth._state.revalidate_after,
-            None if policy.fleet is None else policy.fleet.origin,
+        auth, flow = cls._with_credentials(
+            url, username, password, domain=domain, secondary=secondary,
+            persistent=persistent, options=dict(kwargs),
         )  # fmt: skip
-        token: str = run(flow, auth._wire.exchange, auth._flights, policy.fleet)
-        policy.start(token)
+        auth._started(auth._core.run(flow))
         return auth
-
-    # -- public state ---------------------------------------------------------------
-
-    @property
-    def token(self) -> Optional[str]:
-        """The current token, validated (or refreshed) first when stale; None when
-        there is none and nothing can make one. Blocks: see :meth:`atoken`."""
-        token = self._state.fresh()
-        if token is not None:
-            return token
-        if self._no_token():
-            return None
-        found: str = self._run(self._policy.current(self._flights, self.refresh))
-        return found
-
-    async def atoken(self) -> Optional[str]:
-        """:attr:`token` for async code: the calls run in this task."""
-        token = self._state.fresh()
-        if token is not None:
-            return token
-        if self._no_token():
-            return None
-        found: str = await self._arun(self._policy.current(self._aflights, self.refresh))
-        return found
 
     def is_tanium_url(self, url: Union[str, httpx.URL]) -> bool:
         """True when ``url`` has the Tanium origin (scheme, host, port); no userinfo."""
@@ -404,12 +500,11 @@ class TaniumAuth(PolicyFront, httpx.Auth):
         ``verify``, and a request hook that removes the header from every request not
         to the origin (redirect hops included: httpx carries custom headers across
         origins)."""
-        if inspect.iscoroutinefunction(self.refresh):
-            raise TypeError(_SYNC_COROUTINE)
+        self._refuse_coroutine()
         hooks = dict(kwargs.pop("event_hooks", None) or {})
         hooks["request"] = [self._strip, *hooks.get("request", [])]
         kwargs.setdefault("base_url", self.url)
-        kwargs.setdefault("verify", self._wire._ssl or self._verify)
+        kwargs.setdefault("verify", self._wire.ssl or self._transport["verify"])
         return httpx.Client(auth=self, event_hooks=hooks, **kwargs)
 
     def async_client(self, **kwargs: Any) -> httpx.AsyncClient:
@@ -417,8 +512,12 @@ class TaniumAuth(PolicyFront, httpx.Auth):
         hooks = dict(kwargs.pop("event_hooks", None) or {})
         hooks["request"] = [self._astrip, *hooks.get("request", [])]
         kwargs.setdefault("base_url", self.url)
-        kwargs.setdefault("verify", self._wire._ssl or self._verify)
+        kwargs.setdefault("verify", self._wire.ssl or self._transport["verify"])
         return httpx.AsyncClient(auth=self, event_hooks=hooks, **kwargs)
+
+    def _refuse_coroutine(self) -> None:
+        if inspect.iscoroutinefunction(self.refresh):
+            raise TypeError(COROUTINE_REFRESH.format(client="an httpx.Client"))
 
     def _strip(self, request: httpx.Request) -> None:
         if HEADER in request.headers and not self.is_tanium_url(request.url):
@@ -428,80 +527,75 @@ class TaniumAuth(PolicyFront, httpx.Auth):
     async def _astrip(self, request: httpx.Request) -> None:
         self._strip(request)
 
-    # -- logout -------------------------------------------------------------------
+    # -- logout: the client argument is accepted and not needed -------------------------
 
     def logout(self, client: Optional[httpx.Client] = None) -> None:
-        """End this session (``logout: 0``); ``LogoutError`` on any answer but 200.
-
-        The call goes through this auth's own client; ``client`` is accepted for
-        compatibility and not used.
-        """
-        self._run(self._policy.logout(False, "logout"))
+        """End this session (``logout: 0``); ``LogoutError`` on any answer but 200. The
+        call goes through this auth's own client; ``client`` is accepted and unused."""
+        super().logout()
 
     async def alogout(self, client: Optional[httpx.AsyncClient] = None) -> None:
         """End this session from async code (as :meth:`logout`)."""
-        await self._arun(self._policy.logout(False, "logout"))
+        await super().alogout()
 
     # -- the flows --------------------------------------------------------------
 
-    def _run(self, flow: Flow) -> Any:
-        return run(flow, self._wire.exchange, self._flights, self._policy.fleet)
+    def _step(self, request: httpx.Request, response: httpx.Response) -> Next:
+        """The answer rule for ``response`` to ``request`` (which carried the session)."""
+        url = response.url
+        if response.request is not request and not self.is_tanium_url(url):
+            return Next.DONE  # another origin's, after a redirect
+        try:
+            path = url._uri_reference.path  # see is_tanium_url
+        except AttributeError:  # another httpx
+            path = url.raw_path.split(b"?")[0].decode("ascii", "replace")
+        return next_step(response.status_code, self._paths.get(path), self.refresh_status_codes)
 
-    async def _arun(self, flow: Flow) -> Any:
-        return await arun(flow, self._wire.aexchange, self._aflights, self._policy.fleet)
-
-    def _cause(self, request: httpx.Request, response: httpx.Response) -> str:
+    def _recovery(
+        self, request: httpx.Request, response: httpx.Response, token: str, after: int, fl: Any
+    ) -> Flow:
         status = response.status_code
         what = "200 with an in-band auth failure" if status < 300 else str(status)
-        return f"{request.method} {request.url} answered {what}"
-
-    def _special(self, url: httpx.URL) -> Optional[str]:
-        """SOAP_PATH or GATEWAY_PATH when ``url`` (of the origin) is one, else None."""
-        try:
-            return self._paths.get(url._uri_reference.path)  # see is_tanium_url
-        except AttributeError:  # another httpx
-            return self._paths.get(url.raw_path.split(b"?")[0].decode("ascii", "replace"))
+        cause = f"{request.method} {request.url} answered {what}"
+        return self._core.policy.recover(fl, token, cause, _shown(response), self.refresh, after)
 
     def sync_auth_flow(
         self, request: httpx.Request
     ) -> Generator[httpx.Request, httpx.Response, None]:
-        flights, state = self._flights, self._state
+        core = self._core
+        flights, state = core.flights, core.state
         token = state.fresh()
-        if token is None or flights.in_callbacks or self._policy.gate:
+        if token is None or flights.in_callbacks or core.policy.gate:
             if flights.in_callback() or not self.is_tanium_url(request.url):
                 yield request  # another origin, or a login made from inside refresh()
                 return
-            if inspect.iscoroutinefunction(self.refresh):  # at the first check, not a death
-                raise TypeError(_SYNC_COROUTINE)
-            token = self._run(self._begin(flights))
+            self._refuse_coroutine()  # at the first request, before any call
+            token = core.run(core.begin(flights, self.refresh))
         elif not self.is_tanium_url(request.url):
             yield request
             return
         request.headers[HEADER] = token
         response = yield request
-        status = response.status_code
-        if 200 <= status < 300:
-            if response._request is not request and not self.is_tanium_url(response.url):
-                return  # another origin's, after a redirect
-            special = self._special(request.url)
-            if special is None:
-                state.confirm(token)
-                return
-            after = flights.started
-            if special == GATEWAY_PATH or not self._policy.soap(flights, token, _release(response)):
-                return
-        elif status not in self.refresh_status_codes or not self.is_tanium_url(response.url):
-            return  # not a 401/403, or one from another origin after a redirect
-        else:
-            after = flights.started  # only a check begun after this answer can judge it
-            _release(response)
-        cause = self._cause(request, response)
-        flow = self._policy.recover(flights, token, cause, response, self.refresh, after)
-        new = self._run(flow)
-        if new is None or not self._replayable(request):
+        step = self._step(request, response)
+        if step is Next.CONFIRM:
+            state.confirm(token)
             return
+        if step is Next.DONE:
+            return
+        after = flights.started  # only a check begun after this answer can judge it
+        body = _peek(response)
+        if step is Next.INSPECT and not core.policy.soap(flights, token, body):
+            return
+        try:
+            new = core.run(self._recovery(request, response, token, after, flights))
+        except BaseException:
+            _discard(response)
+            raise
+        if new is None or not self._replayable(request):
+            return  # a permission answer, or a body that cannot be replayed
+        _discard(response)
         request.headers[HEADER] = new
-        self._policy.resent()
+        core.policy.resent()
         again = yield request
         if 200 <= again.status_code < 300 and self.is_tanium_url(again.url):
             state.confirm(new)
@@ -509,43 +603,39 @@ class TaniumAuth(PolicyFront, httpx.Auth):
     async def async_auth_flow(
         self, request: httpx.Request
     ) -> AsyncGenerator[httpx.Request, httpx.Response]:
-        flights, state = self._aflights, self._state
+        core = self._core
+        flights, state = core.aflights, core.state
         token = state.fresh()
-        if token is None or self._policy.gate or flights.in_callback():
+        if token is None or core.policy.gate or flights.in_callback():
             if flights.in_callback() or not self.is_tanium_url(request.url):
                 yield request  # another origin, or a login made from inside refresh()
                 return
-            token = await self._arun(self._begin(flights))
+            token = await core.arun(core.begin(flights, self.refresh))
         elif not self.is_tanium_url(request.url):
             yield request
             return
         request.headers[HEADER] = token
         response = yield request
-        status = response.status_code
-        if 200 <= status < 300:
-            if response._request is not request and not self.is_tanium_url(response.url):
-                return
-            special = self._special(request.url)
-            if special is None:
-                state.confirm(token)
-                return
-            after = flights.started
-            if special == GATEWAY_PATH or not self._policy.soap(
-                flights, token, await _arelease(response)
-            ):
-                return
-        elif status not in self.refresh_status_codes or not self.is_tanium_url(response.url):
+        step = self._step(request, response)
+        if step is Next.CONFIRM:
+            state.confirm(token)
             return
-        else:
-            after = flights.started  # only a check begun after this answer can judge it
-            await _arelease(response)
-        cause = self._cause(request, response)
-        flow = self._policy.recover(flights, token, cause, response, self.refresh, after)
-        new = await self._arun(flow)
+        if step is Next.DONE:
+            return
+        after = flights.started  # only a check begun after this answer can judge it
+        body = await _apeek(response)
+        if step is Next.INSPECT and not core.policy.soap(flights, token, body):
+            return
+        try:
+            new = await core.arun(self._recovery(request, response, token, after, flights))
+        except BaseException:
+            await _adiscard(response)
+            raise
         if new is None or not self._replayable(request):
             return
+        await _adiscard(response)
         request.headers[HEADER] = new
-        self._policy.resent()
+        core.policy.resent()
         again = yield request
         if 200 <= again.status_code < 300 and self.is_tanium_url(again.url):
             state.confirm(new)
@@ -557,8 +647,12 @@ class TaniumAuth(PolicyFront, httpx.Auth):
         log.info("%s %s not resent: its body cannot be replayed", request.method, request.url)
         return False
 
-    def __getstate__(self) -> Any:
-        raise TypeError("TaniumAuth is not pickled: it holds a live session")
+    # -- pickling -------------------------------------------------------------
+
+    def _pickled(self) -> dict[str, Any]:
+        state = super()._pickled()
+        state.update(self._transport)
+        return state
 
     def __call__(self, request: Any) -> Any:
         """Refused: ``requests`` calls its auth like this, and this is httpx's."""

@@ -32,7 +32,6 @@ __all__ = [
     "ENV_URL",
     "HEADER",
     "Call",
-    "Default",
     "Kind",
     "Verdict",
     "check_seconds",
@@ -83,7 +82,9 @@ ENV_URL: Final = "TANIUM_URL"
 ENV_SESSION: Final = "TANIUM_SESSION"
 
 #: Headers whose values are secrets: redacted wherever a request is kept.
-SECRET_HEADERS: Final = frozenset({"session", "username", "password"})
+SECRET_HEADERS: Final = frozenset(
+    {"session", "username", "password", "authorization", "proxy-authorization", "cookie"}
+)
 
 #: What a redacted value reads.
 REDACTED: Final = "<redacted>"
@@ -91,27 +92,17 @@ REDACTED: Final = "<redacted>"
 # -- defaults, each defined once ------------------------------------------------
 
 
-class Default(float):
-    """A default number of seconds: equal to the value, but told apart from an explicit one.
-
-    ``isinstance(x, Default)`` is True only when the caller did not pass the argument,
-    so an explicit ``revalidate_after=5`` overrides even when it equals the default.
-    """
-
-    __slots__ = ()
-
-
 #: Seconds after a confirmation before the token is validated again (0: every time).
-DEFAULT_REVALIDATE_AFTER: Final[float] = Default(5)
+DEFAULT_REVALIDATE_AFTER: Final = 5.0
 
 #: Seconds of idleness after which a session counts as expired (the server's 300 - 5).
-DEFAULT_EXPIRES_AFTER: Final[float] = Default(295)
+DEFAULT_EXPIRES_AFTER: Final = 295.0
 
 #: Wall-clock seconds for one validate or login call, body included.
-DEFAULT_LOGIN_TIMEOUT: Final[float] = Default(5)
+DEFAULT_LOGIN_TIMEOUT: Final = 5.0
 
 #: Wall-clock seconds for one logout call, body included.
-DEFAULT_LOGOUT_TIMEOUT: Final[float] = Default(5)
+DEFAULT_LOGOUT_TIMEOUT: Final = 5.0
 
 #: Statuses from the Tanium origin that make the adapter check the session.
 DEFAULT_REFRESH_STATUS_CODES: Final = (401, 403)

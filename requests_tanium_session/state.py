@@ -10,19 +10,12 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
 from time import monotonic
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
 from .protocol import API_TOKEN_PREFIX, DEFAULT_REVALIDATE_AFTER
 
-if TYPE_CHECKING:
-    from ._flight import Flights
-    from ._policy import Policy
-    from .stats import AuthEvent, AuthStats
-    from .stores import StoreHealth
-
-__all__ = ["StateView", "TokenState"]
+__all__ = ["TokenState"]
 
 
 class TokenState:
@@ -116,47 +109,3 @@ class TokenState:
             self.generation += 1
             self.got_at = time.time() if got_at is None else got_at
         return changed
-
-
-class StateView:
-    """What every front-end shows of the :class:`TokenState` it holds as ``_state``."""
-
-    __slots__ = ()
-    _state: TokenState
-    _policy: Policy
-    _flights: Flights
-
-    @property
-    def logged_in(self) -> bool:
-        """True while there is a live token (no I/O)."""
-        return self._state.current is not None
-
-    @property
-    def generation(self) -> int:
-        """Counts changes of token (rotation, refresh, setter, death)."""
-        return self._state.generation
-
-    @property
-    def store_health(self) -> Optional[StoreHealth]:
-        """The session store's health (ok, or degraded since when and the last
-        error's type); None without a store. No I/O."""
-        fleet = self._policy.fleet
-        return None if fleet is None else fleet.health
-
-    @property
-    def stats(self) -> AuthStats:
-        """What this auth has done so far: validations, refreshes, resends, waiting,
-        the store's operations and health (a snapshot; no I/O)."""
-        return self._policy.stats(self._flights.waited)
-
-    @property
-    def on_event(self) -> Optional[Callable[[AuthEvent], None]]:
-        """Called with an :class:`~requests_tanium_session.stats.AuthEvent` when the
-        session dies or is refreshed, and when the store degrades or comes back."""
-        return self._policy.counters.on_event
-
-    @on_event.setter
-    def on_event(self, callback: Optional[Callable[[AuthEvent], None]]) -> None:
-        if callback is not None and not callable(callback):
-            raise TypeError("on_event must be a callable taking an AuthEvent")
-        self._policy.counters.on_event = callback

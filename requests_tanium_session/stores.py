@@ -33,8 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, TypeVar, Union
 
-from ._drive import Worker, on_worker
-from ._policy import STORE_BUDGET
+from ._effects import STORE_BUDGET
+from ._worker import Worker, on_worker
 from .protocol import MAX_JSON_BYTES, check_token
 from .stats import DEGRADED, STORE_BACK, event_fields
 

@@ -209,8 +209,9 @@ def test_logout_all_via_auth(server: TaniumServer, make_auth: MakeAuth) -> None:
     other = server.new_session()
     auth.logout_all()
     assert not server.is_valid(other)
+    assert auth.token is None
     with pytest.raises(NotLoggedInError):
-        auth.token  # noqa: B018
+        auth.validated_token()
 
 
 def test_repr_and_pickle_hide_the_token(server: TaniumServer, make_auth: MakeAuth) -> None:

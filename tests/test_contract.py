@@ -117,10 +117,12 @@ class Front:
         return cls.from_credentials(url, username, password, **kwargs)  # type: ignore[no-any-return]
 
     def token(self, auth: Auth) -> Optional[str]:
-        """The token, validated first when stale."""
-        if isinstance(auth, TaniumMiddleware):
+        """The token, validated first when stale (``validated_token()``/``atoken()``)."""
+        if self.is_async:
+            assert not isinstance(auth, TaniumSessionAuth)
             return asyncio.run(auth.atoken())
-        return auth.token
+        assert not isinstance(auth, TaniumMiddleware)
+        return auth.validated_token()
 
     def get(self, auth: Auth, url: str, n: int = 1, **options: Any) -> list[Outcome]:
         """``n`` GETs of ``url`` released together (threads or tasks); each outcome."""

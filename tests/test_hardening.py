@@ -125,8 +125,8 @@ def test_calls_from_inside_refresh_raise_instead_of_waiting(
         auth = holder["auth"]
         for call in (
             lambda: auth.session_id.validate(),
-            lambda: auth.token,
-            lambda: auth.session_id.renew(server.new_session),
+            lambda: auth.validated_token(),
+            lambda: auth.session_id.token,
         ):
             try:
                 call()
@@ -136,7 +136,7 @@ def test_calls_from_inside_refresh_raise_instead_of_waiting(
 
     auth = holder["auth"] = make_auth(refresh=refresh, revalidate_after=0)
     server.restart()
-    out = _finishes(lambda: auth.token, 10)
+    out = _finishes(auth.validated_token, 10)
     assert isinstance(out[0], str) and len(seen) == 3
     assert all("inside refresh()" in text for text in seen)
 
@@ -173,13 +173,13 @@ def test_waiters_give_up_at_the_flights_deadline(server: TaniumServer, make_auth
     # flight deadline: 2 * login_timeout + 2 = 2.2 s
     auth = make_auth(refresh=slow_refresh, login_timeout=0.1, revalidate_after=0)
     server.restart()
-    leader = threading.Thread(target=lambda: auth.token, daemon=True)
+    leader = threading.Thread(target=auth.validated_token, daemon=True)
     try:
         leader.start()
         assert entered.wait(5)
         began = time.monotonic()
         with pytest.raises(requests.exceptions.ReadTimeout):
-            auth.token  # noqa: B018
+            auth.validated_token()
         assert time.monotonic() - began < 4
     finally:
         release.set()
@@ -239,7 +239,7 @@ def test_deeply_nested_json_is_a_malformed_answer(
     sid = SessionId(client, token)
     with pytest.raises(LoginError, match=r"not a token|too long"):
         sid.validate()
-    assert sid.state.current == token
+    assert sid.token == token  # kept (and still fresh: no call)
 
 
 def test_credential_login_uses_the_current_login_timeout(
@@ -359,7 +359,7 @@ def test_tanium_session_joins_relative_urls_and_builds_from_credentials(
 
 def test_tanium_session_pickles_without_the_token(server: TaniumServer) -> None:
     with TaniumSession(server.url, server.new_session()) as s:
-        token = s.auth.session_id.state.current
+        token = s.auth.token
         assert token
         data = pickle.dumps(s)
         assert token.encode() not in data
@@ -382,7 +382,7 @@ def test_short_printable_auth_bodies_are_not_adopted(
     server.inject("/auth", status=200, body=body)
     with pytest.raises(LoginError, match="not a token"):
         sid.validate()
-    assert sid.logged_in and sid.state.current == token
+    assert sid.logged_in and sid.token == token  # kept, fresh: no call
 
 
 def test_session_id_answer_must_keep_its_shape(server: TaniumServer, client: HttpClient) -> None:
@@ -432,13 +432,13 @@ def test_auth_that_is_not_tanium_names_the_url_and_keeps_the_token(
     server: TaniumServer, make_auth: MakeAuth, http: requests.Session, status: int
 ) -> None:
     auth = make_auth(revalidate_after=0)
-    token = auth.session_id.state.current
+    token = auth.token
     server.inject("/auth", status=status, count=None)
     with pytest.raises(LoginError, match="check the URL") as info:
         auth.session_id.validate()
     assert not isinstance(info.value, InvalidToken) and not info.value.retryable
     assert server.url in str(info.value)
-    assert auth.session_id.state.current == token
+    assert auth.token == token
     http.auth = auth
     with pytest.raises(LoginError, match="check the URL"):
         http.get(server.url + "/api/v2/sensors")
@@ -483,16 +483,19 @@ def test_transport_errors_from_auth_carry_redacted_requests(servers: Servers) ->
 
     b64 = base64.b64encode(PASSWORD.encode()).decode()
     with TaniumSessionAuth.from_credentials(server.url, USER, PASSWORD) as auth:
-        token = auth.session_id.state.current
+        token = auth.token
         assert token
         server.inject("/auth", drop=True, count=None)
         with pytest.raises(requests.ConnectionError) as info:
             auth.session_id.validate()
         text = _exposed(info.value)
         assert token not in text and "<redacted>" in text
-        auth.session_id.state.kill(token, "test")
+        server.clear_faults()
+        server.revoke(token)
+        server.inject("/auth", status=401)  # the check: dead; then the login: dropped
+        server.inject("/auth", drop=True, count=None)
         with pytest.raises(requests.ConnectionError) as info2:
-            auth.refresh()  # type: ignore[misc]
+            requests.get(server.url + "/api/v2/sensors", auth=auth)
         text = _exposed(info2.value)
         assert b64 not in text and PASSWORD not in text
 
@@ -515,7 +518,7 @@ def test_cookies_set_by_auth_are_not_kept_or_pickled(server: TaniumServer) -> No
         server.inject(
             "/auth",
             status=200,
-            body=auth.session_id.state.current.encode(),  # type: ignore[union-attr]
+            body=auth.token.encode(),  # type: ignore[union-attr]
             headers={"Set-Cookie": "tanium_cookie_secret=abc123; Path=/"},
         )
         auth.session_id.validate()
@@ -540,8 +543,8 @@ def test_refresh_values_are_stored_as_plain_str(server: TaniumServer, make_auth:
 
     auth = make_auth(refresh=lambda: Sneaky(server.new_session()))
     server.restart()
-    token = auth.token
-    assert type(token) is str and type(auth.session_id.state.current) is str
+    token = auth.validated_token()
+    assert type(token) is str and type(auth.token) is str
 
 
 # -- 9. logging by module name ----------------------------------------------------------
@@ -575,7 +578,7 @@ def test_refresh_logs_at_info(
     auth = make_auth(refresh=server.new_session, revalidate_after=0)
     server.restart()
     caplog.clear()
-    auth.token  # noqa: B018
+    auth.validated_token()
     levels = {r.levelno for r in caplog.records if r.name == "requests_tanium_session.session_id"}
     assert logging.INFO in levels and logging.WARNING not in levels
 
@@ -592,13 +595,19 @@ def test_revalidate_after_zero_checks_before_every_request(
     assert server.auth_calls["validate"] == 3
 
 
-def test_explicit_timing_equal_to_default_overrides_a_ready_session_id(
+def test_an_auth_over_a_ready_session_id_shares_it_and_sets_its_timings(
     server: TaniumServer, sid: SessionId
 ) -> None:
     sid.revalidate_after = 10
     sid.login_timeout = 9
-    auth = TaniumSessionAuth(session_id=sid, revalidate_after=5)
-    assert sid.revalidate_after == 5 and sid.login_timeout == 9
+    seen: list[str] = []
+    auth = TaniumSessionAuth(session_id=sid, revalidate_after=2, login_timeout=3)
+    assert (sid.revalidate_after, sid.login_timeout) == (2, 3)  # the auth's, given or default
+    assert auth.session_id is sid and auth.token == sid.token
+    sid.on_token_update = seen.append  # one session: one set of callbacks
+    assert auth.on_token_update == seen.append
+    auth.token = fresh = server.new_session()
+    assert seen == [fresh] and sid.token == fresh
     auth.close()
 
 

@@ -11,7 +11,8 @@ from typing import Any, Optional
 import pytest
 
 from requests_tanium_session import LoginError
-from requests_tanium_session._policy import Exchange, login
+from requests_tanium_session._effects import Credentials, Exchange
+from requests_tanium_session._policy import login
 from requests_tanium_session.protocol import AUTH_PATH, judge_soap, login_headers
 
 
@@ -33,7 +34,7 @@ def answer(flow: Any, reply: Reply) -> Any:
 
 @pytest.mark.parametrize("status", [401, 403, 404])
 def test_a_refused_login_at_tanium_cloud_says_to_use_an_api_token(status: int) -> None:
-    headers = login_headers("admin", "secret")
+    headers = Credentials(login_headers("admin", "secret"))
     url = "https://acme-api.cloud.tanium.com/auth"
     with pytest.raises(LoginError, match="API token") as info:
         answer(login(headers, 5), Reply(status, b"", url))
@@ -41,7 +42,7 @@ def test_a_refused_login_at_tanium_cloud_says_to_use_an_api_token(status: int) -
 
 
 def test_a_refused_login_on_prem_says_the_credentials_were_refused() -> None:
-    flow = login(login_headers("admin", "secret"), 5)
+    flow = login(Credentials(login_headers("admin", "secret")), 5)
     with pytest.raises(LoginError, match="credentials were refused") as info:
         answer(flow, Reply(401, b"", "https://tanium.example.com/auth"))
     assert "API token" not in str(info.value)

@@ -448,6 +448,6 @@ def test_hostile_auth_bodies_through_the_adapter(
     with pytest.raises(LoginError) as info:
         http.get(server.url + "/api/v2/sensors")
     assert "answered 200 with" in str(info.value)
-    assert auth.session_id.logged_in and auth.session_id.state.current == token
+    assert auth.session_id.logged_in and auth.token == token
     assert server.count("/api/v2/sensors") == 0
     assert http.get(server.url + "/api/v2/sensors").status_code == 200

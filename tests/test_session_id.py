@@ -341,7 +341,7 @@ def test_stale_token_under_32_threads_makes_one_auth_call(
 def test_waiting_threads_share_the_leaders_exception(server: TaniumServer, sid: SessionId) -> None:
     sid.revalidate_after = 0.01
     time.sleep(0.02)
-    server.revoke(sid.state.current or "")
+    server.revoke_user()
     server.inject("/auth", delay=0.2, passthrough=True)
     barrier = threading.Barrier(16)
     kinds: list[type[BaseException]] = []
@@ -373,7 +373,8 @@ def test_api_tokens_use_session_current_not_auth(server: TaniumServer, client: H
     token = server.new_api_token()
     sid = SessionId(client, token)
     assert sid.validate() == token
-    assert sid.fresh_token() == token  # an API token never goes stale
+    sid.revalidate_after = 0
+    assert sid.token == token  # an API token never goes stale: no second call
     assert server.count("/auth") == 0
     assert server.count("/api/v2/session/current") == 1
 
@@ -450,9 +451,14 @@ def test_on_token_update_errors_are_contained(server: TaniumServer, sid: Session
     assert sid.token == fresh
 
 
-def test_confirm_by_another_token_does_not_refresh_clock(sid: SessionId) -> None:
+def test_confirm_by_another_token_does_not_refresh_clock() -> None:
+    from requests_tanium_session.state import TokenState
+
+    state = TokenState("1-1-" + "ab" * 16, threading.Lock())
     time.sleep(0.3)
-    sid.confirm("1-1-notthetoken")
-    assert sid.last_used is not None and sid.last_used >= 0.3
-    sid.confirm(sid.state.current or "")
-    assert sid.last_used < 0.3
+    state.confirm("1-1-notthetoken")
+    age = state.age()
+    assert age is not None and age >= 0.3
+    state.confirm("1-1-" + "ab" * 16)
+    age = state.age()
+    assert age is not None and age < 0.3

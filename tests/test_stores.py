@@ -185,7 +185,7 @@ def test_garbage_is_treated_as_empty_with_a_warning(
         store = RedisStore(srv.client(), key="tanium-test:garbage")
     auth = TaniumSessionAuth(server.url, server.new_session(), store=store, revalidate_after=0)
     caplog.clear()
-    assert auth.token
+    assert auth.validated_token()
     text = caplog.text
     assert "not a record" in text and "SECRET-GARBAGE-VALUE" not in text
     assert server.auth_calls["validate"] == 1  # asked the server instead
@@ -201,7 +201,7 @@ def test_redis_keys_name_the_origin_never_the_token(
         server.url, server.new_session(), store=RedisStore(client), revalidate_after=0,
         expires_after=30,
     )  # fmt: skip
-    token = auth.token
+    token = auth.validated_token()
     keys = [k.decode() for k in client.keys("*")]
     assert keys == [f"tanium-session:http://127.0.0.1:{server.port}"]
     assert token not in keys[0]
@@ -231,7 +231,7 @@ def test_file_store_creates_private_files(server: TaniumServer, private_dir: Pat
     auth = TaniumSessionAuth(
         server.url, server.new_session(), store=FileStore(path), revalidate_after=0
     )
-    assert auth.token
+    assert auth.validated_token()
     for p in (path, private_dir / "session.json.lock"):
         assert stat.S_IMODE(p.stat().st_mode) == 0o600
     assert [p.name for p in private_dir.iterdir() if p.name.startswith(".")] == []  # no temp left
@@ -282,8 +282,8 @@ def test_memory_store_shares_a_session_between_auths(server: TaniumServer) -> No
     first = TaniumSessionAuth(server.url, server.new_session(), store=store, revalidate_after=0.3)
     second = TaniumSessionAuth(server.url, server.new_session(), store=store, revalidate_after=0.3)
     time.sleep(0.31)
-    token = first.token  # validates and publishes
-    assert second.token == token  # adopted, no second /auth
+    token = first.validated_token()  # validates and publishes
+    assert second.validated_token() == token  # adopted, no second /auth
     assert server.auth_calls["validate"] == 1
     with TaniumSession(server.url, server.new_session(), store=store) as s:
         assert s.auth.store is store

@@ -116,10 +116,10 @@ def run_load(
     rng = random.Random(seed)
     stop = threading.Event()
     lock = threading.Lock()
-    sid = auth.session_id
+    sid = auth
     server.reset_counts()
     sends: list[tuple[float, str]] = []
-    adopted: list[tuple[float, str]] = [(time.monotonic(), sid.state.current or "")]
+    adopted: list[tuple[float, str]] = [(time.monotonic(), auth.token or "")]
     previous = auth.on_token_update
 
     def noted(token: str) -> None:
@@ -145,7 +145,7 @@ def run_load(
             elif kind == "rotate":
                 server.rotate_on_validate = not server.rotate_on_validate
             elif kind == "revoke":
-                token = sid.state.current
+                token = auth.token
                 if token is None:
                     continue
                 server.revoke(token)
