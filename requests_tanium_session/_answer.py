@@ -67,15 +67,16 @@ def announced_too_long(content_length: Optional[str]) -> bool:
 
 class Decoder:
     """Decodes a raw body (identity, gzip or deflate) chunk by chunk, keeping at most
-    ``cap`` decoded bytes: :meth:`feed` says False once the body is longer (or broken),
-    and no call ever inflates more than ``cap + 1`` bytes."""
+    ``cap`` decoded bytes: :meth:`feed` says False once the body is longer (or cannot
+    be decoded), and no call ever inflates more than ``cap + 1`` bytes."""
 
-    __slots__ = ("_kept", "_size", "_zlib", "cap", "raw")
+    __slots__ = ("_kept", "_over", "_size", "_zlib", "cap", "raw")
 
     def __init__(self, wbits: Optional[int], cap: int = MAX_ANSWER_BYTES) -> None:
         self._zlib = zlib.decompressobj(wbits) if wbits is not None else None
         self._kept: list[bytes] = []
         self._size = 0
+        self._over = False
         self.cap = cap
         self.raw = wbits == -zlib.MAX_WBITS
 
@@ -95,34 +96,34 @@ class Decoder:
     def feed(self, raw: bytes) -> bool:
         """Decode one raw chunk; False once more than ``cap`` bytes came out, or the
         data cannot be decoded (then :attr:`body` is None)."""
+        if self._over:
+            return False
         if self._zlib is None:
             return self._keep(raw)
         room = self.cap - self._size
         try:
             out = self._zlib.decompress(raw, room + 1)
         except zlib.error:
-            if self.raw or self._size or self._kept:
-                return self._broken()
+            if self.raw or self._size:
+                self._over = True
+                return False
             self._zlib, self.raw = zlib.decompressobj(-zlib.MAX_WBITS), True  # raw deflate
             return self.feed(raw)
         return self._keep(out)
 
     def _keep(self, out: bytes) -> bool:
+        room = self.cap - self._size
+        self._kept.append(out[:room])
         self._size += len(out)
-        if self._size > self.cap:
-            self._kept.clear()
-            return False
-        self._kept.append(out)
-        return True
+        self._over = self._size > self.cap
+        return not self._over
 
-    def _broken(self) -> bool:
-        self._size = self.cap + 1
-        self._kept.clear()
-        return False
+    @property
+    def prefix(self) -> bytes:
+        """The decoded body so far, at most ``cap`` bytes."""
+        return b"".join(self._kept)
 
     @property
     def body(self) -> Optional[bytes]:
-        """The decoded body so far, or None once it was longer than the cap."""
-        if self._size > self.cap:
-            return None
-        return b"".join(self._kept)
+        """The decoded body, or None once it was longer than the cap (or broken)."""
+        return None if self._over else self.prefix

@@ -403,9 +403,23 @@ class TaniumAuthBase(CoreView, Closing):
         )
         return auth, flow
 
-    def _started(self, token: str) -> None:
-        """Take the first session of ``from_credentials`` (no callback)."""
-        self._core.policy.start(token)
+    @classmethod
+    def _logged_in(cls: type[A], url: str, username: str, password: str, **kw: Any) -> A:
+        """``from_credentials`` for the front-ends that block: the auth, logged in."""
+        auth, flow = cls._with_credentials(url, username, password, **kw)
+        try:
+            auth._core.policy.start(auth._core.run(flow))
+        except BaseException:
+            auth.close()
+            raise
+        return auth
+
+    @classmethod
+    async def _alogged_in(cls: type[A], url: str, username: str, password: str, **kw: Any) -> A:
+        """``from_credentials`` for the front-ends in an event loop."""
+        auth, flow = cls._with_credentials(url, username, password, **kw)
+        auth._core.policy.start(await auth._core.arun(flow))
+        return auth
 
     # -- pickling and display ------------------------------------------------------
 

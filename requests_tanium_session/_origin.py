@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Mapping
 from typing import Optional
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 import requests
 from urllib3.util import parse_url
@@ -58,22 +58,18 @@ def origin_of(url: str) -> Optional[Origin]:
     return (scheme, parts.host.lower(), port)
 
 
-def parse_base_url(url: object, allow_http: bool = False) -> tuple[str, Origin]:
-    """The normalised base URL (no trailing slash) and its origin; ``ValueError`` if bad.
-
-    ``http://`` is refused for hosts other than loopback unless ``allow_http``.
-    """
+def _split(url: object) -> SplitResult:
+    """``url`` split, once it is a well-formed base URL; ``ValueError`` names what is not."""
     if not isinstance(url, str):
         raise TypeError(f"url must be a str, not {type(url).__name__}")
     if not url or url != url.strip() or any(c.isspace() or ord(c) < 0x20 for c in url):
         raise ValueError("url must be a non-empty URL without whitespace")
     try:
         parts = urlsplit(url)
-        port = parts.port
+        parts.port  # noqa: B018 -- raises for a bad port
     except ValueError:
         raise ValueError("url is not a valid URL (bad host or port)") from None
-    scheme = parts.scheme.lower()
-    if scheme not in DEFAULT_PORTS:
+    if parts.scheme.lower() not in DEFAULT_PORTS:
         raise ValueError("url must start with https:// (or http:// for a local server)")
     if "@" in parts.netloc:
         raise ValueError("url must not contain userinfo (user:password@)")
@@ -81,22 +77,37 @@ def parse_base_url(url: object, allow_http: bool = False) -> tuple[str, Origin]:
         raise ValueError("url must not contain a query or a fragment")
     if not parts.hostname:
         raise ValueError("url must name a host")
-    # Let requests prepare the URL, so the host is encoded exactly as it will be sent.
+    return parts
+
+
+def _prepared(scheme: str, parts: SplitResult) -> str:
+    """The URL as ``requests`` will send it (the host encoded as it encodes hosts)."""
     prepared = requests.PreparedRequest()
     try:
         prepared.prepare_url(f"{scheme}://{parts.netloc}{parts.path}", None)
     except requests.RequestException:
         raise ValueError("url has a host that requests cannot encode") from None
-    origin = origin_of(str(prepared.url))
+    return str(prepared.url)
+
+
+def parse_base_url(url: object, allow_http: bool = False) -> tuple[str, Origin]:
+    """The normalised base URL (no trailing slash) and its origin; ``ValueError`` if bad.
+
+    ``http://`` is refused for hosts other than loopback unless ``allow_http``.
+    """
+    parts = _split(url)
+    scheme = parts.scheme.lower()
+    prepared = _prepared(scheme, parts)
+    origin = origin_of(prepared)
     if origin is None:
         raise ValueError("url is not a valid URL")
     if scheme == "http" and not allow_http and not is_loopback(origin[1]):
         raise ValueError(
             "url uses http:// for a host that is not loopback; use https:// or pass allow_http=True"
         )
-    host = origin[1]
+    host, port = origin[1], parts.port
     netloc = host if port is None or port == DEFAULT_PORTS[scheme] else f"{host}:{port}"
-    path = urlsplit(str(prepared.url)).path.rstrip("/")
+    path = urlsplit(prepared).path.rstrip("/")
     return f"{scheme}://{netloc}{path}", origin
 
 

@@ -451,12 +451,10 @@ class TaniumMiddleware(AsyncFace, TaniumAuthBase):
     ) -> TaniumMiddleware:
         """Log in now (with a store, a fresh published session is taken instead), and
         again after every death; ``LoginError`` when the credentials are refused."""
-        auth, flow = cls._with_credentials(
+        return await cls._alogged_in(
             url, username, password, domain=domain, secondary=secondary,
             persistent=persistent, options=dict(kwargs),
         )  # fmt: skip
-        auth._started(await auth._core.arun(flow))
-        return auth
 
     async def logout(self) -> None:
         """As :meth:`alogout` (aiohttp's only way: every call here is awaited)."""

@@ -154,7 +154,10 @@ def _discard(r: requests.Response) -> None:
         r._content = raw.kept() if isinstance(raw, _Replayed) else b""
         r._content_consumed = True  # type: ignore[attr-defined]
     if raw is not None:
-        raw.close()
+        raw.close()  # the connection too, unless the body was read to its end
+        release = getattr(raw, "release_conn", None)
+        if release is not None:
+            release()  # and its place in the pool goes back
 
 
 def _shown(r: requests.Response) -> requests.Response:
@@ -250,31 +253,40 @@ def _parts(
     transport: dict[str, Any],
 ) -> tuple[HttpClient, Optional[Core]]:
     """The ``/auth`` client, and the core of a ready ``session_id`` to share."""
-    given = (
-        transport["verify"] is not True
-        or transport["allow_http"]
-        or any(transport[k] is not None for k in ("cert", "proxies"))
-    )
-    if given and (http_client is not None or session_id is not None):
+    if http_client is None and session_id is None:
+        if url is None:
+            raise ValueError("url is required (or http_client= or session_id=)")
+        return HttpClient(url, **transport), None
+    if transport != _NO_TRANSPORT:
         raise ValueError(
             "verify, cert, proxies and allow_http configure a new HttpClient; "
             "set them on the HttpClient you pass instead"
         )
-    if session_id is not None:
-        if not isinstance(session_id, SessionId):
-            raise TypeError("session_id must be a SessionId")
-        if url is not None or session is not None or http_client is not None:
-            raise ValueError("pass session_id= alone, or url= and session=, not both")
-        return session_id.http_client, core_of(session_id)
-    if http_client is not None:
+    if session_id is None:
         if url is not None:
             raise ValueError("pass url= or http_client=, not both")
         if not isinstance(http_client, HttpClient):
             raise TypeError("http_client must be an HttpClient")
         return http_client, None
-    if url is None:
-        raise ValueError("url is required (or http_client= or session_id=)")
-    return HttpClient(url, **transport), None
+    if not isinstance(session_id, SessionId):
+        raise TypeError("session_id must be a SessionId")
+    if url is not None or session is not None or http_client is not None:
+        raise ValueError("pass session_id= alone, or url= and session=, not both")
+    return session_id.http_client, core_of(session_id)
+
+
+#: The transport options of a new HttpClient, as they are when none is given.
+_NO_TRANSPORT: dict[str, Any] = {"verify": True, "cert": None, "proxies": None, "allow_http": False}
+
+
+def _deprecated_ver_check(ver_check: Optional[bool]) -> None:
+    if ver_check:
+        warnings.warn(
+            'ver_check checks nothing on TaniumSessionAuth: use requires_server=">=7.3" '
+            "to check the server",
+            DeprecationWarning,
+            stacklevel=3,
+        )
 
 
 class TaniumSessionAuth(SyncFace, TaniumAuthBase, AuthBase):
@@ -347,22 +359,12 @@ class TaniumSessionAuth(SyncFace, TaniumAuthBase, AuthBase):
             on_token_update=on_token_update, on_event=on_event,
             requires_server=requires_server, store=store, sync_only="requests",
         )  # fmt: skip
-        if ver_check:
-            warnings.warn(
-                "ver_check checks nothing on TaniumSessionAuth: use "
-                'requires_server=">=7.3" to check the server',
-                DeprecationWarning,
-                stacklevel=2,
-            )
+        _deprecated_ver_check(ver_check)
         transport = {"verify": verify, "cert": cert, "proxies": proxies, "allow_http": allow_http}
         client, shared = _parts(url, session, http_client, session_id, transport)
         owns = client is not http_client and shared is None
-        timings = {
-            "revalidate_after": revalidate_after,
-            "expires_after": expires_after,
-            "login_timeout": login_timeout,
-            "logout_timeout": logout_timeout,
-        }
+        timings = {"revalidate_after": revalidate_after, "expires_after": expires_after,
+                   "login_timeout": login_timeout, "logout_timeout": logout_timeout}  # fmt: skip
         try:
             self._assemble(client, session, options, timings, shared)
         except BaseException:
@@ -425,16 +427,10 @@ class TaniumSessionAuth(SyncFace, TaniumAuthBase, AuthBase):
         Raises ``LoginError`` when the credentials are refused; the rest as the
         constructor.
         """
-        auth, flow = cls._with_credentials(
+        return cls._logged_in(
             url, username, password, domain=domain, secondary=secondary,
             persistent=persistent, options=dict(kwargs),
         )  # fmt: skip
-        try:
-            auth._started(auth._core.run(flow))
-        except BaseException:
-            auth.close()
-            raise
-        return auth
 
     # -- public state ---------------------------------------------------------
 
@@ -704,13 +700,15 @@ class TaniumSession(requests.Session):
         a loopback Tanium server is reached without the environment's proxies."""
         if verify is None and self.verify is not True:
             verify = self.verify
+        chosen = {*self.proxies, *(proxies or {})}  # requests adds the environment's to proxies
         settings = super().merge_environment_settings(url, proxies, stream, verify, cert)
         auth = self.auth
-        if isinstance(auth, TaniumSessionAuth) and is_loopback(auth.http_client.origin[1]):
-            target = str(url or "")
-            if auth.is_tanium_url(target):
-                chosen = {**self.proxies, **(proxies or {})}
-                settings["proxies"] = {k: v for k, v in settings["proxies"].items() if k in chosen}
+        if (
+            isinstance(auth, TaniumSessionAuth)
+            and is_loopback(auth.http_client.origin[1])
+            and auth.is_tanium_url(str(url or ""))
+        ):
+            settings["proxies"] = {k: v for k, v in settings["proxies"].items() if k in chosen}
         return settings
 
     def mount(self, prefix: Union[str, bytes], adapter: requests.adapters.BaseAdapter) -> None:

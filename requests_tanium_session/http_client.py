@@ -86,6 +86,26 @@ def redact_request(req: Any) -> None:
         req.body = REDACTED
 
 
+def _checked_verify(verify: Any) -> Union[bool, str]:
+    if isinstance(verify, os.PathLike):
+        verify = os.fspath(verify)
+    if not isinstance(verify, (bool, str)):
+        raise TypeError("verify must be True, False or the path of a CA bundle")
+    if verify == "":
+        raise ValueError("verify must be True, False or a non-empty CA bundle path")
+    return verify
+
+
+def _private_session(retries: Union[int, Retry, None]) -> requests.Session:
+    """The session ``/auth`` calls go through: small retries, no cookie jar."""
+    session = requests.Session()
+    adapter = HTTPAdapter(max_retries=default_retry() if retries is None else retries)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    session.cookies.set_policy(_NoCookies())
+    return session
+
+
 class Answer:
     """A finished call: status, the body (None when over the call's cap), the response.
 
@@ -157,37 +177,30 @@ class HttpClient(Closing):
         self.url, self.origin = parse_base_url(url, allow_http)
         if session is not None and not isinstance(session, requests.Session):
             raise TypeError("session must be a requests.Session")
-        if isinstance(verify, os.PathLike):
-            verify = os.fspath(verify)
-        if not isinstance(verify, (bool, str)):
-            raise TypeError("verify must be True, False or the path of a CA bundle")
-        if verify == "":
-            raise ValueError("verify must be True, False or a non-empty CA bundle path")
-        self.verify = verify
+        self.verify = _checked_verify(verify)
         self.cert = cert
         self.proxies = dict(proxies) if proxies is not None else None
         self._owns_session = session is None
         if session is None:
-            session = requests.Session()
-            adapter = HTTPAdapter(max_retries=default_retry() if retries is None else retries)
-            session.mount("https://", adapter)
-            session.mount("http://", adapter)
-            session.cookies.set_policy(_NoCookies())
+            session = _private_session(retries)
         elif retries is not None:
             raise ValueError("pass retries= or session=, not both: mount the retries on it")
         self.session = session
-        # Passed on every call: per-request values win over the environment (requests
-        # #3829). A supplied session keeps its own values unless set explicitly here.
+        self._send = self._per_call()
+
+    def _per_call(self) -> dict[str, Any]:
+        """What every call passes: per-request values win over the environment
+        (requests #3829); a supplied session keeps its own unless set here."""
         send: dict[str, Any] = {}
-        if self._owns_session or verify is not True:
-            send["verify"] = verify
-        if cert is not None:
-            send["cert"] = cert
+        if self._owns_session or self.verify is not True:
+            send["verify"] = self.verify
+        if self.cert is not None:
+            send["cert"] = self.cert
         if self.proxies is not None:
             send["proxies"] = self.proxies
         elif is_loopback(self.origin[1]):
-            send["proxies"] = {k: None for k in _NO_ENV_PROXIES if k not in session.proxies}
-        self._send = send
+            send["proxies"] = {k: None for k in _NO_ENV_PROXIES if k not in self.session.proxies}
+        return send
 
     def request(
         self,

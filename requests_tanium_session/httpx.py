@@ -222,8 +222,10 @@ class _Replay(httpx.SyncByteStream, httpx.AsyncByteStream):
         rest: Any = None,
         original: Any = None,
         error: Optional[BaseException] = None,
+        decoded: bytes = b"",
     ) -> None:
         self.kept = kept
+        self.decoded = decoded  # what the kept chunks decode to, at most the cap
         self._rest = rest
         self._original = original
         self._error = error
@@ -281,13 +283,13 @@ def _peek(response: httpx.Response) -> Optional[bytes]:
         for chunk in source:
             kept.append(chunk)
             if not decoder.feed(chunk):
-                response.stream = _Replay(kept, source, original)
+                response.stream = _Replay(kept, source, original, decoded=decoder.prefix)
                 return None
     except Exception as exc:
-        response.stream = _Replay(kept, None, original, exc)
+        response.stream = _Replay(kept, None, original, exc, decoder.prefix)
         return None
     original.close()  # read whole: the connection goes back to the pool now
-    response.stream = _Replay(kept)
+    response.stream = _Replay(kept, decoded=decoder.prefix)
     return decoder.body
 
 
@@ -306,22 +308,22 @@ async def _apeek(response: httpx.Response) -> Optional[bytes]:
         async for chunk in source:
             kept.append(chunk)
             if not decoder.feed(chunk):
-                response.stream = _Replay(kept, source, original)
+                response.stream = _Replay(kept, source, original, decoded=decoder.prefix)
                 return None
     except Exception as exc:
-        response.stream = _Replay(kept, None, original, exc)
+        response.stream = _Replay(kept, None, original, exc, decoder.prefix)
         return None
     await original.aclose()
-    response.stream = _Replay(kept)
+    response.stream = _Replay(kept, decoded=decoder.prefix)
     return decoder.body
 
 
 def _discarded(response: httpx.Response) -> Any:
-    """Leave ``response`` with what the auth read (httpx reads it into ``history``);
-    the stream to close, if any."""
+    """Leave ``response`` with what the auth read, decoded (httpx reads it into
+    ``history``: a compressed prefix would be inflated whole); the stream to close."""
     stream = response.stream
-    kept = stream.kept if isinstance(stream, _Replay) else []
-    response.stream = _Replay(kept)
+    response.stream = httpx.ByteStream(stream.decoded if isinstance(stream, _Replay) else b"")
+    response.headers.pop("content-encoding", None)
     return None if response.is_stream_consumed else stream
 
 
@@ -475,12 +477,10 @@ class TaniumAuth(SyncFace, AsyncFace, TaniumAuthBase, httpx.Auth):
         """Log in now (``POST /auth``, base64 headers; with a store, a fresh published
         session is taken instead) and again after every death, once however many
         requests are waiting. ``LoginError`` when the credentials are refused."""
-        auth, flow = cls._with_credentials(
+        return cls._logged_in(
             url, username, password, domain=domain, secondary=secondary,
             persistent=persistent, options=dict(kwargs),
         )  # fmt: skip
-        auth._started(auth._core.run(flow))
-        return auth
 
     def is_tanium_url(self, url: Union[str, httpx.URL]) -> bool:
         """True when ``url`` has the Tanium origin (scheme, host, port); no userinfo."""
@@ -559,86 +559,110 @@ class TaniumAuth(SyncFace, AsyncFace, TaniumAuthBase, httpx.Auth):
         cause = f"{request.method} {request.url} answered {what}"
         return self._core.policy.recover(fl, token, cause, _shown(response), self.refresh, after)
 
+    def _slow_token(self, request: httpx.Request, flights: Any) -> Optional[str]:
+        """None when ``request`` goes out as it is (another origin, or a call made from
+        inside ``refresh()``); "" when the policy must give the token."""
+        if flights.in_callback() or not self.is_tanium_url(request.url):
+            return None
+        return ""
+
     def sync_auth_flow(
         self, request: httpx.Request
     ) -> Generator[httpx.Request, httpx.Response, None]:
         core = self._core
-        flights, state = core.flights, core.state
-        token = state.fresh()
+        flights = core.flights
+        token = core.state.fresh()
         if token is None or flights.in_callbacks or core.policy.gate:
-            if flights.in_callback() or not self.is_tanium_url(request.url):
-                yield request  # another origin, or a login made from inside refresh()
-                return
-            self._refuse_coroutine()  # at the first request, before any call
-            token = core.run(core.begin(flights, self.refresh))
+            token = self._slow_token(request, flights)
+            if token == "":
+                self._refuse_coroutine()  # at the first request, before any call
+                token = core.run(core.begin(flights, self.refresh))
         elif not self.is_tanium_url(request.url):
+            token = None
+        if token is None:
             yield request
             return
         request.headers[HEADER] = token
         response = yield request
         step = self._step(request, response)
         if step is Next.CONFIRM:
-            state.confirm(token)
-            return
-        if step is Next.DONE:
-            return
-        after = flights.started  # only a check begun after this answer can judge it
+            core.state.confirm(token)
+        elif step is not Next.DONE:
+            new = self._recovered(request, response, token, step)
+            if new is not None:
+                request.headers[HEADER] = new
+                core.policy.resent()
+                self._confirm_again((yield request), new)
+
+    def _recovered(
+        self, request: httpx.Request, response: httpx.Response, token: str, step: Next
+    ) -> Optional[str]:
+        """A 401/403 or a SOAP answer: the token to resend with, or None (the answer
+        stands, put back whole)."""
+        core = self._core
+        after = core.flights.started  # only a check begun after this answer can judge it
         body = _peek(response)
-        if step is Next.INSPECT and not core.policy.soap(flights, token, body):
-            return
+        if step is Next.INSPECT and not core.policy.soap(core.flights, token, body):
+            return None
         try:
-            new = core.run(self._recovery(request, response, token, after, flights))
+            new = core.run(self._recovery(request, response, token, after, core.flights))
         except BaseException:
             _discard(response)
             raise
         if new is None or not self._replayable(request):
-            return  # a permission answer, or a body that cannot be replayed
+            return None  # a permission answer, or a body that cannot be replayed
         _discard(response)
-        request.headers[HEADER] = new
-        core.policy.resent()
-        again = yield request
-        if 200 <= again.status_code < 300 and self.is_tanium_url(again.url):
-            state.confirm(new)
+        return new  # type: ignore[no-any-return]
 
     async def async_auth_flow(
         self, request: httpx.Request
     ) -> AsyncGenerator[httpx.Request, httpx.Response]:
         core = self._core
-        flights, state = core.aflights, core.state
-        token = state.fresh()
+        flights = core.aflights
+        token = core.state.fresh()
         if token is None or core.policy.gate or flights.in_callback():
-            if flights.in_callback() or not self.is_tanium_url(request.url):
-                yield request  # another origin, or a login made from inside refresh()
-                return
-            token = await core.arun(core.begin(flights, self.refresh))
+            token = self._slow_token(request, flights)
+            if token == "":
+                token = await core.arun(core.begin(flights, self.refresh))
         elif not self.is_tanium_url(request.url):
+            token = None
+        if token is None:
             yield request
             return
         request.headers[HEADER] = token
         response = yield request
         step = self._step(request, response)
         if step is Next.CONFIRM:
-            state.confirm(token)
-            return
-        if step is Next.DONE:
-            return
-        after = flights.started  # only a check begun after this answer can judge it
+            core.state.confirm(token)
+        elif step is not Next.DONE:
+            new = await self._arecovered(request, response, token, step)
+            if new is not None:
+                request.headers[HEADER] = new
+                core.policy.resent()
+                self._confirm_again((yield request), new)
+
+    async def _arecovered(
+        self, request: httpx.Request, response: httpx.Response, token: str, step: Next
+    ) -> Optional[str]:
+        """:meth:`_recovered` in a task."""
+        core = self._core
+        after = core.flights.started
         body = await _apeek(response)
-        if step is Next.INSPECT and not core.policy.soap(flights, token, body):
-            return
+        if step is Next.INSPECT and not core.policy.soap(core.aflights, token, body):
+            return None
         try:
-            new = await core.arun(self._recovery(request, response, token, after, flights))
+            new = await core.arun(self._recovery(request, response, token, after, core.aflights))
         except BaseException:
             await _adiscard(response)
             raise
         if new is None or not self._replayable(request):
-            return
+            return None
         await _adiscard(response)
-        request.headers[HEADER] = new
-        core.policy.resent()
-        again = yield request
+        return new  # type: ignore[no-any-return]
+
+    def _confirm_again(self, again: httpx.Response, new: str) -> None:
         if 200 <= again.status_code < 300 and self.is_tanium_url(again.url):
-            state.confirm(new)
+            self._core.state.confirm(new)
 
     @staticmethod
     def _replayable(request: httpx.Request) -> bool:

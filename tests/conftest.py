@@ -16,8 +16,11 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from http.client import HTTPConnection
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -27,6 +30,8 @@ from hypothesis import settings
 
 from requests_tanium_session import HttpClient, SessionId, TaniumSessionAuth
 from requests_tanium_session.testing import DEFAULT_USER, TaniumServer
+
+from .harness import FRONTS, Front
 
 PASSWORD = DEFAULT_USER[1]
 
@@ -137,6 +142,12 @@ def tanium_server(server: TaniumServer) -> TaniumServer:
     return server
 
 
+@pytest.fixture(params=FRONTS, ids=repr)
+def front(request: pytest.FixtureRequest) -> Front:
+    """Each front-end of the contract suite in turn (``tests/harness.py``)."""
+    return request.param  # type: ignore[no-any-return]
+
+
 @pytest.fixture
 def make_auth(
     tanium_auth_factory: Callable[..., TaniumSessionAuth],
@@ -237,3 +248,44 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     srv = RedisServer(directory)
     yield srv
     srv.stop()
+
+
+class _Proxy(BaseHTTPRequestHandler):
+    """A forwarding HTTP proxy that records the paths it carried."""
+
+    seen: list[str]
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def _forward(self) -> None:
+        target = urlsplit(self.path)
+        self.server.seen.append(target.path)  # type: ignore[attr-defined]
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        headers = {k: v for k, v in self.headers.items() if not k.lower().startswith("proxy-")}
+        conn = HTTPConnection(target.hostname or "", target.port, timeout=10)
+        conn.request(self.command, target.path, body=body or None, headers=headers)
+        answer = conn.getresponse()
+        payload = answer.read()
+        conn.close()
+        self.send_response(answer.status)
+        for name, value in answer.getheaders():
+            if name.lower() not in ("content-length", "connection", "transfer-encoding"):
+                self.send_header(name, value)
+        self.send_header("Content-Length", str(len(payload)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(payload)
+
+    do_GET = do_POST = _forward
+
+
+@pytest.fixture
+def proxy() -> Iterator[ThreadingHTTPServer]:
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Proxy)
+    httpd.seen = []  # type: ignore[attr-defined]
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield httpd
+    httpd.shutdown()
+    httpd.server_close()

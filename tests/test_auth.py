@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pickle
 import time
-from typing import Callable
+from typing import Any, Callable
 
 import pytest
 import requests
@@ -14,6 +14,7 @@ from requests_tanium_session import (
     LoginError,
     NotLoggedInError,
     SessionId,
+    TaniumSession,
     TaniumSessionAuth,
 )
 from requests_tanium_session.testing import TaniumServer
@@ -265,3 +266,47 @@ def test_ver_check_is_deprecated_and_checks_nothing(server: TaniumServer) -> Non
     TaniumSessionAuth(server.url, server.new_session(), ver_check=False)  # no warning
     TaniumSessionAuth(server.url, server.new_session())  # the default: no warning
     assert server.count("/config/console.json") == 0
+
+
+# -- TaniumSession: its own requests take the auth's transport (issue 26) ------------------
+
+
+def test_tanium_session_verifies_its_own_requests_with_the_private_ca(
+    tls_server: TaniumServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import certifi
+
+    # The environment users have: a CA bundle that does not know the private CA.
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", certifi.where())
+    ca = tls_server.ca_bundle
+    assert ca is not None
+    with TaniumSession(
+        tls_server.url, tls_server.new_session(), verify=ca, revalidate_after=0
+    ) as s:
+        assert s.get("/api/v2/sensors").status_code == 200  # the caller's own request
+    assert tls_server.auth_calls["validate"] == 1  # and the auth's
+
+
+def test_tanium_session_with_a_ready_auth_takes_its_ca(tls_server: TaniumServer) -> None:
+    ca = tls_server.ca_bundle
+    assert ca is not None
+    auth = TaniumSessionAuth(tls_server.url, tls_server.new_session(), verify=ca)
+    with auth, TaniumSession(auth=auth) as s:
+        assert s.verify == ca and s.get("/api/v2/sensors").status_code == 200
+
+
+def test_tanium_session_reaches_a_loopback_server_without_the_environment_proxy(
+    server: TaniumServer, monkeypatch: pytest.MonkeyPatch, proxy: Any
+) -> None:
+    url = f"http://127.0.0.1:{proxy.server_address[1]}"
+    for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.setenv(name, url)
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    with TaniumSession(server.url, server.new_session(), revalidate_after=0) as s:
+        assert s.get("/api/v2/sensors").status_code == 200
+        assert proxy.seen == []  # neither its requests nor /auth went through the proxy
+        # A proxy given on purpose is used.
+        assert s.get("/api/v2/sensors", proxies={"http": url}).status_code == 200
+    assert proxy.seen == ["/api/v2/sensors"]
+    assert server.auth_calls["validate"] == 2

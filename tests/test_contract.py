@@ -1,236 +1,45 @@
 """The contract: one scenario, every front-end, counted by the local server.
 
-Each test runs through ``requests`` (``TaniumSessionAuth`` on a plain
-``requests.Session``), httpx sync (``TaniumAuth`` on ``auth.client()``) and httpx async
-(``auth.async_client()``): the ``front`` fixture is the only thing that differs.
+Each test runs through requests, httpx sync, httpx async and aiohttp (the harness is
+``tests/harness.py``): the ``front`` fixture is the only thing that differs.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import http.client
 import http.server
-import threading
 import time
-import types
 import warnings
-from collections.abc import Callable, Iterator
-from typing import Any, Optional, Union
-from urllib.parse import urlsplit
+from collections.abc import Callable
+from typing import Any, Optional
 
-import aiohttp
-import httpx
 import pytest
-import requests
 
 from requests_tanium_session import (
     AuthServiceUnavailable,
     GetPlatformVersionWarning,
     LoginError,
     MemoryStore,
-    TaniumSessionAuth,
 )
 from requests_tanium_session.aiohttp import TaniumMiddleware
-from requests_tanium_session.httpx import TaniumAuth
-from requests_tanium_session.testing import DEFAULT_USER, TaniumServer
+from requests_tanium_session.testing import TaniumServer
 
 from .conftest import Servers
-
-USER, PASSWORD = DEFAULT_USER[0], DEFAULT_USER[1]
-SENSORS = "/api/v2/sensors"
-DENIED = "/api/v2/denied"
-LOGIN_HEADERS = ("username", "password")
-PASSWORD_B64 = base64.b64encode(PASSWORD.encode()).decode()
-
-Auth = Union[TaniumSessionAuth, TaniumAuth, TaniumMiddleware]
-Outcome = Any  # a response (``status_code``, ``text``, ``history``) or the exception raised
-
-
-class _Hop:
-    """A response of aiohttp, as the tests read the others' (``status_code``, …)."""
-
-    def __init__(self, response: aiohttp.ClientResponse, text: str = "") -> None:
-        self.status_code = response.status
-        self.text = text
-        self.url = response.url
-        self.request = types.SimpleNamespace(
-            url=response.request_info.url, headers=response.request_info.headers
-        )
-        self.history = [_Hop(h) for h in response.history]
-
-
-class Front:
-    """One front-end: how to build its auth and send requests through it."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def __repr__(self) -> str:
-        return self.name
-
-    @property
-    def httpx(self) -> bool:
-        return self.name.startswith("httpx")
-
-    @property
-    def aiohttp(self) -> bool:
-        return self.name == "aiohttp"
-
-    @property
-    def is_async(self) -> bool:
-        """Its requests run in tasks: a blocking ``refresh`` would stop them all."""
-        return self.name in ("httpx-async", "aiohttp")
-
-    @property
-    def timeout_error(self) -> type[Exception]:
-        """What a waiter raises at its deadline: the front-end's own type."""
-        if self.aiohttp:
-            return aiohttp.ServerTimeoutError
-        return httpx.TimeoutException if self.httpx else requests.exceptions.ReadTimeout
-
-    @property
-    def transport_error(self) -> type[Exception]:
-        if self.aiohttp:
-            return aiohttp.ClientError
-        return httpx.TransportError if self.httpx else requests.ConnectionError
-
-    def broken(self) -> Exception:
-        """A transport error of this front-end, as a ``refresh`` might raise it."""
-        if self.aiohttp:
-            return aiohttp.ClientConnectionError("no route")
-        if self.httpx:
-            return httpx.ConnectError("no route")
-        return requests.ConnectionError("no route")
-
-    def auth(self, url: str, session: Optional[str] = None, **kwargs: Any) -> Auth:
-        if self.aiohttp:
-            return TaniumMiddleware(url, session, **kwargs)
-        if self.httpx:
-            return TaniumAuth(url, session, **kwargs)
-        return TaniumSessionAuth(url, session, **kwargs)
-
-    def from_credentials(self, url: str, username: str, password: str, **kwargs: Any) -> Auth:
-        if self.aiohttp:
-            return asyncio.run(TaniumMiddleware.from_credentials(url, username, password, **kwargs))
-        cls: Any = TaniumAuth if self.httpx else TaniumSessionAuth
-        return cls.from_credentials(url, username, password, **kwargs)  # type: ignore[no-any-return]
-
-    def token(self, auth: Auth) -> Optional[str]:
-        """The token, validated first when stale (``validated_token()``/``atoken()``)."""
-        if self.is_async:
-            assert not isinstance(auth, TaniumSessionAuth)
-            return asyncio.run(auth.atoken())
-        assert not isinstance(auth, TaniumMiddleware)
-        return auth.validated_token()
-
-    def get(self, auth: Auth, url: str, n: int = 1, **options: Any) -> list[Outcome]:
-        """``n`` GETs of ``url`` released together (threads or tasks); each outcome."""
-        follow = options.pop("follow", True)
-        trust_env = options.pop("trust_env", True)
-        if self.name == "httpx-async":
-            return asyncio.run(self._aget(auth, url, n, follow, trust_env))
-        if self.aiohttp:
-            return asyncio.run(self._aiohttp_get(auth, url, n, follow, trust_env))
-        gate = threading.Barrier(n)
-        outcomes: list[Outcome] = [None] * n
-        client = None
-        if self.httpx:
-            assert isinstance(auth, TaniumAuth)
-            client = auth.client(follow_redirects=follow, trust_env=trust_env, timeout=10)
-
-        def one(i: int) -> None:
-            gate.wait()
-            try:
-                if client is not None:
-                    outcomes[i] = client.get(url)
-                else:
-                    with requests.Session() as s:
-                        s.trust_env = trust_env
-                        s.auth = auth
-                        outcomes[i] = s.get(url, allow_redirects=follow, timeout=10)
-            except Exception as exc:
-                outcomes[i] = exc
-
-        workers = [threading.Thread(target=one, args=(i,)) for i in range(n)]
-        for w in workers:
-            w.start()
-        for w in workers:
-            w.join()
-        if client is not None:
-            client.close()
-        return outcomes
-
-    async def _aget(
-        self, auth: Auth, url: str, n: int, follow: bool, trust_env: bool
-    ) -> list[Outcome]:
-        assert isinstance(auth, TaniumAuth)
-        ready = asyncio.Event()
-        started = 0
-        async with auth.async_client(
-            follow_redirects=follow, trust_env=trust_env, timeout=10
-        ) as client:
-
-            async def one() -> Outcome:
-                nonlocal started
-                started += 1
-                if started == n:
-                    ready.set()
-                await ready.wait()
-                try:
-                    return await client.get(url)
-                except Exception as exc:
-                    return exc
-
-            return list(await asyncio.gather(*(one() for _ in range(n))))
-
-    async def _aiohttp_get(
-        self, auth: Auth, url: str, n: int, follow: bool, trust_env: bool
-    ) -> list[Outcome]:
-        assert isinstance(auth, TaniumMiddleware)
-        ready = asyncio.Event()
-        started = 0
-        async with auth.client_session(trust_env=trust_env) as session:
-
-            async def one() -> Outcome:
-                nonlocal started
-                started += 1
-                if started == n:
-                    ready.set()
-                await ready.wait()
-                try:
-                    async with session.get(url, allow_redirects=follow) as response:
-                        return _Hop(response, await response.text())
-                except Exception as exc:
-                    return exc
-
-            return list(await asyncio.gather(*(one() for _ in range(n))))
-
-    def one(self, auth: Auth, url: str, **options: Any) -> Any:
-        """One GET; its response, or the exception it raised, raised."""
-        outcome = self.get(auth, url, **options)[0]
-        if isinstance(outcome, BaseException):
-            raise outcome
-        return outcome
-
-
-FRONTS = [Front("requests"), Front("httpx-sync"), Front("httpx-async"), Front("aiohttp")]
-
-
-@pytest.fixture(params=FRONTS, ids=repr)
-def front(request: pytest.FixtureRequest) -> Front:
-    return request.param  # type: ignore[no-any-return]
-
-
-def statuses(outcomes: list[Outcome]) -> list[Any]:
-    return [o.status_code if hasattr(o, "status_code") else type(o).__name__ for o in outcomes]
-
-
-def stale(server: TaniumServer, front: Front, **kwargs: Any) -> Auth:
-    """An auth whose session is already stale (``revalidate_after=0``)."""
-    kwargs.setdefault("revalidate_after", 0)
-    return front.auth(server.url, server.new_session(), **kwargs)
-
+from .harness import (
+    DENIED,
+    GATEWAY,
+    LOGIN_HEADERS,
+    PASSWORD,
+    PASSWORD_B64,
+    SENSORS,
+    SOAP,
+    USER,
+    Front,
+    _post,
+    stale,
+    statuses,
+)
 
 # -- the everyday path ---------------------------------------------------------------
 
@@ -407,47 +216,6 @@ def test_redirect_never_shows_in_history(servers: Servers, front: Front) -> None
         assert not set(LOGIN_HEADERS) & {k.lower() for k in hop.request.headers}
 
 
-class _Proxy(http.server.BaseHTTPRequestHandler):
-    """A forwarding HTTP proxy that records the paths it carried."""
-
-    seen: list[str]
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def _forward(self) -> None:
-        target = urlsplit(self.path)
-        self.server.seen.append(target.path)  # type: ignore[attr-defined]
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        headers = {k: v for k, v in self.headers.items() if not k.lower().startswith("proxy-")}
-        conn = http.client.HTTPConnection(target.hostname or "", target.port, timeout=10)
-        conn.request(self.command, target.path, body=body or None, headers=headers)
-        answer = conn.getresponse()
-        payload = answer.read()
-        conn.close()
-        self.send_response(answer.status)
-        for name, value in answer.getheaders():
-            if name.lower() not in ("content-length", "connection", "transfer-encoding"):
-                self.send_header(name, value)
-        self.send_header("Content-Length", str(len(payload)))
-        self.send_header("Connection", "close")
-        self.end_headers()
-        self.wfile.write(payload)
-
-    do_GET = do_POST = _forward
-
-
-@pytest.fixture
-def proxy() -> Iterator[http.server.ThreadingHTTPServer]:
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Proxy)
-    httpd.seen = []  # type: ignore[attr-defined]
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield httpd
-    httpd.shutdown()
-    httpd.server_close()
-
-
 def test_loopback_auth_calls_skip_the_environment_proxy(
     server: TaniumServer,
     front: Front,
@@ -595,36 +363,6 @@ def test_each_builder_judge_and_adoption_rule_is_called_from_one_module() -> Non
 
 
 # -- the Tanium protocol as real servers speak it --------------------------------------
-
-SOAP = "/soap"
-GATEWAY = "/plugin/products/gateway/graphql"
-SOAP_BODY = b"<soap:Envelope><soap:Body><GetObject/></soap:Body></soap:Envelope>"
-
-
-def _post(front: Front, auth: Auth, url: str, body: bytes = SOAP_BODY) -> Any:
-    """One POST of ``body`` to ``url`` through ``front``; its response (as ``one``)."""
-    if front.aiohttp:
-        assert isinstance(auth, TaniumMiddleware)
-
-        async def go() -> Any:
-            async with auth.client_session() as s, s.post(url, data=body) as r:
-                return _Hop(r, await r.text())
-
-        return asyncio.run(go())
-    if front.httpx:
-        assert isinstance(auth, TaniumAuth)
-        if front.name == "httpx-async":
-
-            async def ago() -> Any:
-                async with auth.async_client() as c:
-                    return await c.post(url, content=body)
-
-            return asyncio.run(ago())
-        with auth.client() as c:
-            return c.post(url, content=body)
-    with requests.Session() as s:
-        s.auth = auth
-        return s.post(url, data=body, timeout=10)
 
 
 def test_soap_in_band_dead_session_is_refreshed_and_resent(

@@ -31,7 +31,7 @@ from requests_tanium_session.testing import DEFAULT_USER, Fault, TaniumServer
 
 from . import fleet_worker
 from .conftest import RedisServer
-from .test_contract import FRONTS, Front, statuses
+from .harness import FRONTS, Front, statuses
 from .test_stores import SPAWN
 
 USER, PASSWORD = DEFAULT_USER[0], DEFAULT_USER[1]

@@ -20,14 +20,9 @@ from requests_tanium_session import (
 from requests_tanium_session.testing import DEFAULT_USER, Fault, TaniumServer
 
 from .conftest import Servers
-from .test_contract import DENIED, FRONTS, SENSORS, Front, statuses
+from .harness import DENIED, SENSORS, Front, statuses
 
 USER, PASSWORD = DEFAULT_USER[0], DEFAULT_USER[1]
-
-
-@pytest.fixture(params=FRONTS, ids=repr)
-def front(request: pytest.FixtureRequest) -> Front:
-    return request.param  # type: ignore[no-any-return]
 
 
 def test_a_revocation_counts_one_validation_one_refresh_one_resend(

@@ -6,14 +6,20 @@ Cloud host) is checked by answering the effect it yields.
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable
 from typing import Any, Optional
 
 import pytest
 
-from requests_tanium_session import LoginError
-from requests_tanium_session._effects import Credentials, Exchange
-from requests_tanium_session._policy import login
+from requests_tanium_session import InvalidToken, LoginError, MemoryStore
+from requests_tanium_session._effects import Credentials, Exchange, Lead, Refresh, StoreOp
+from requests_tanium_session._flight import Flights
+from requests_tanium_session._policy import Policy, login
 from requests_tanium_session.protocol import AUTH_PATH, judge_soap, login_headers
+from requests_tanium_session.state import TokenState
+from requests_tanium_session.stores import Fleet, Record
 
 
 class Reply:
@@ -73,3 +79,171 @@ NEW = "1-3-" + "cd" * 64
 )
 def test_judge_soap(body: str, expected: tuple[bool, Optional[str]]) -> None:
     assert judge_soap(body.encode(), SENT) == expected
+
+
+# -- recover and the stale check, driven by hand (issue 26) ---------------------------------
+#
+# A flow yields effects; the test answers each one itself, as httpx's own tests drive
+# ``DigestAuth.auth_flow`` with ``flow.send(response)``. Leads are answered by real,
+# uncontended flights (so the flow leads); every server call and store read is scripted.
+
+
+URL = "https://tanium.example.com"
+ORIGIN = "https://tanium.example.com:443"
+FRESH = "1-4-" + "ef" * 64
+
+
+def parts(token: str = SENT, store: bool = False) -> tuple[Policy, Flights]:
+    lock = threading.Lock()
+    state = TokenState(token, lock)
+    policy = Policy(URL, state, login_timeout=5, logout_timeout=5, expires_after=295)
+    if store:
+        policy.fleet = Fleet(MemoryStore(), ORIGIN, policy.lease, 295)
+    return policy, Flights(lock)
+
+
+Step = tuple[type, Callable[[Any], Any]]
+
+
+def drive(flow: Any, fl: Flights, *steps: Step) -> Any:
+    """Run ``flow``, checking that it yields one effect of each ``steps`` type in
+    order and answering it with ``answer(effect)`` (an exception is thrown in)."""
+    sent: Any = None
+    error: Optional[BaseException] = None
+    for kind, answer in steps:
+        effect = flow.throw(error) if error is not None else flow.send(sent)
+        assert isinstance(effect, kind), f"expected {kind.__name__}, got {effect!r}"
+        sent, error = None, None
+        if isinstance(effect, Lead):  # nobody else: this flow leads
+            sent = fl.lead(effect.kind, effect.done, effect.timeout, effect.after)
+            continue
+        try:
+            sent = answer(effect)
+        except Exception as exc:
+            error = exc
+    try:
+        flow.throw(error) if error is not None else flow.send(sent)
+    except StopIteration as stop:
+        return stop.value
+    raise AssertionError("the flow asked for more effects than scripted")
+
+
+def lead(effect: Any) -> Any:
+    return None  # answered by the flights in drive()
+
+
+def auth_says(status: int, body: bytes = b"") -> Callable[[Any], Reply]:
+    def answer(effect: Any) -> Reply:
+        assert effect.call.path == AUTH_PATH and effect.call.headers["session"] == SENT
+        return Reply(status, body, URL + AUTH_PATH)
+
+    return answer
+
+
+def test_recover_when_the_token_was_replaced_meanwhile_asks_nothing() -> None:
+    policy, fl = parts()
+    policy.state.adopt(NEW)
+    flow = policy.recover(fl, SENT, "GET /x answered 401", None, None, fl.started)
+    assert drive(flow, fl) == NEW  # no effect at all: resend with the new token
+
+
+def test_recover_a_live_session_is_a_permission_answer() -> None:
+    policy, fl = parts()
+    flow = policy.recover(fl, SENT, "GET /x answered 403", None, None, fl.started)
+    assert drive(flow, fl, (Lead, lead), (Exchange, auth_says(200, SENT.encode()))) is None
+    assert (
+        policy.state.current == SENT
+        and policy.counters.snapshot(0, None, None).permission_answers == 1
+    )
+
+
+def test_recover_a_dead_session_with_refresh_adopts_the_new_one() -> None:
+    policy, fl = parts()
+
+    def refreshed(effect: Any) -> str:
+        assert callable(effect.provider)
+        return NEW
+
+    flow = policy.recover(fl, SENT, "GET /x answered 401", None, lambda: NEW, fl.started)
+    got = drive(
+        flow, fl, (Lead, lead), (Exchange, auth_says(401)), (Lead, lead), (Refresh, refreshed)
+    )
+    assert got == NEW and policy.state.current == NEW and SENT in policy.state.dead
+    assert policy.counters.snapshot(0, None, None).refreshes == 1
+
+
+def test_recover_a_dead_session_without_refresh_raises_and_drops_it() -> None:
+    policy, fl = parts()
+    flow = policy.recover(fl, SENT, "GET /x answered 401", "the 401", None, fl.started)
+    with pytest.raises(InvalidToken, match="cannot be refreshed") as info:
+        drive(flow, fl, (Lead, lead), (Exchange, auth_says(401)))
+    assert info.value.response == "the 401" and policy.state.current is None
+    assert SENT not in str(info.value)
+
+
+def test_recover_when_refresh_raises_is_a_login_error_chained_to_it() -> None:
+    policy, fl = parts()
+
+    def broken(effect: Any) -> str:
+        raise ValueError("the vault is closed")
+
+    flow = policy.recover(fl, SENT, "GET /x answered 401", None, lambda: NEW, fl.started)
+    with pytest.raises(LoginError, match=r"refresh .* failed: ValueError") as info:
+        drive(flow, fl, (Lead, lead), (Exchange, auth_says(401)), (Lead, lead), (Refresh, broken))
+    assert isinstance(info.value.__cause__, ValueError) and policy.state.current is None
+
+
+def record(token: str, age: float) -> Record:
+    return Record(token, time.time() - age, 7, ORIGIN)
+
+
+def test_stale_check_takes_a_fresh_record_without_asking_the_server() -> None:
+    policy, fl = parts(store=True)
+    policy.state.revalidate_after = 1
+    policy.state.adopt(SENT, at=time.monotonic() - 2)  # stale here
+    flow = policy.current(fl, None)
+    got = drive(flow, fl, (Lead, lead), (StoreOp, lambda op: record(FRESH, 0.1)))
+    assert got == FRESH and policy.state.current == FRESH
+
+
+def test_stale_check_validates_a_newer_record_then_publishes_it() -> None:
+    policy, fl = parts(store=True)
+    policy.state.revalidate_after = 1
+    published: list[tuple[Any, ...]] = []
+
+    def store(op: StoreOp) -> Any:
+        if op.op == "read":
+            return record(FRESH, 2)  # stale, but newer than ours
+        if op.op == "publish":
+            published.append(op.args)
+        return None
+
+    def validate_fresh(effect: Any) -> Reply:
+        assert effect.call.headers["session"] == FRESH  # the adopted token is checked
+        return Reply(200, FRESH.encode(), URL + AUTH_PATH)
+
+    policy.state.adopt(SENT, at=time.monotonic() - 2)
+    policy.state.got_at = time.time() - 10  # the record was published after we got ours
+    flow = policy.current(fl, None)
+    got = drive(
+        flow, fl, (Lead, lead), (StoreOp, store), (StoreOp, store), (StoreOp, store),
+        (Exchange, validate_fresh), (StoreOp, store), (StoreOp, store),
+    )  # fmt: skip
+    assert got == FRESH and published and published[0][0] == FRESH
+
+
+def test_stale_check_locks_validates_publishes_and_unlocks() -> None:
+    policy, fl = parts(store=True)
+    policy.state.revalidate_after = 0
+    ops: list[str] = []
+
+    def store(op: StoreOp) -> Any:
+        ops.append(op.op)
+        return "a lock" if op.op == "lock" else None
+
+    flow = policy.current(fl, None)
+    got = drive(
+        flow, fl, (Lead, lead), (StoreOp, store), (StoreOp, store), (StoreOp, store),
+        (Exchange, auth_says(200, SENT.encode())), (StoreOp, store), (StoreOp, store),
+    )  # fmt: skip
+    assert got == SENT and ops == ["read", "lock", "read", "publish", "unlock"]

@@ -79,6 +79,8 @@ class Fault:
     passthrough: bool = False  # after the delay, answer normally
     trickle: float = 0.0  # send the body one byte every ``trickle`` seconds
     endless: bool = False  # repeat the body without end (until the client hangs up)
+    chunked: bool = False  # send the body with Transfer-Encoding: chunked (no length)
+    raw: Optional[bytes] = None  # send exactly these bytes (a malformed answer), then close
 
 
 @dataclass(frozen=True)
@@ -190,11 +192,14 @@ class _Handler(BaseHTTPRequestHandler):
         if fault is not None:
             if fault.delay:
                 time.sleep(fault.delay)
-            if fault.drop:
+            if fault.drop or fault.raw is not None:
                 owner._record(self.command, path, headers, 0)
                 self.close_connection = True
+                if fault.raw is not None:
+                    with contextlib.suppress(OSError):
+                        self.wfile.write(fault.raw)
                 return
-            if fault.trickle or fault.endless:
+            if fault.trickle or fault.endless or fault.chunked:
                 owner._record(self.command, path, headers, fault.status)
                 self._stream(fault)
                 return
@@ -216,13 +221,17 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(status, payload, extra)
 
     def _stream(self, fault: Fault) -> None:
-        """A slow or endless body: one byte per ``trickle`` seconds, or the body forever."""
-        self.close_connection = True
+        """A slow, endless or chunked body: one byte per ``trickle`` seconds, the body
+        forever, or the body in chunks of 64 KiB (``Transfer-Encoding: chunked``)."""
+        self.close_connection = not fault.chunked or fault.endless
         self.send_response(fault.status)
         for name, value in fault.headers.items():
             self.send_header(name, value)
-        size = 1 << 40 if fault.endless else len(fault.body)
-        self.send_header("Content-Length", str(size))
+        if fault.chunked:
+            self.send_header("Transfer-Encoding", "chunked")
+        else:
+            size = 1 << 40 if fault.endless else len(fault.body)
+            self.send_header("Content-Length", str(size))
         self.end_headers()
         chunk = fault.body or b"x"
         try:
@@ -232,9 +241,15 @@ class _Handler(BaseHTTPRequestHandler):
                         self.wfile.write(chunk[i : i + 1])
                         self.wfile.flush()
                         time.sleep(fault.trickle)
+                elif fault.chunked:
+                    for i in range(0, len(chunk), 1 << 16):
+                        piece = chunk[i : i + (1 << 16)]
+                        self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
                 else:
                     self.wfile.write(chunk)
                 if not fault.endless:
+                    if fault.chunked:
+                        self.wfile.write(b"0\r\n\r\n")
                     return
         except OSError:
             return  # the client hung up
@@ -299,7 +314,8 @@ class TaniumServer:
     - ``requests``/:meth:`received`: the last ``record`` requests, headers included.
 
     Faults: :meth:`inject` queues answers per path (status, body, headers, delay,
-    dropped connection, partial, trickled or endless body); :meth:`redirect`.
+    dropped connection, partial, trickled, endless or chunked body, raw malformed
+    bytes); :meth:`redirect`.
     """
 
     def __init__(
