@@ -31,7 +31,17 @@ from typing import Optional
 
 from .protocol import MAX_ANSWER_BYTES, SOAP_PATH
 
-__all__ = ["READ_CHUNK", "Decoder", "Next", "announced_too_long", "next_step"]
+__all__ = [
+    "CONFIRM",
+    "DONE",
+    "INSPECT",
+    "READ_CHUNK",
+    "RECOVER",
+    "Decoder",
+    "Next",
+    "announced_too_long",
+    "next_step",
+]
 
 #: Bytes asked for per read while the auth reads a body itself.
 READ_CHUNK = 1 << 14
@@ -46,14 +56,18 @@ class Next(enum.Enum):
     RECOVER = "recover"  # judge the session: resend, permission answer, or raise
 
 
+#: The steps, as module constants (the hot path compares them by identity).
+DONE, CONFIRM, INSPECT, RECOVER = Next.DONE, Next.CONFIRM, Next.INSPECT, Next.RECOVER
+
+
 def next_step(status: int, special: Optional[str], codes: Collection[int]) -> Next:
     """The one answer rule. ``special``: ``SOAP_PATH`` or ``GATEWAY_PATH`` when the
     request went there, else None; ``codes``: the auth's ``refresh_status_codes``."""
     if 200 <= status < 300:
         if special is None:
-            return Next.CONFIRM
-        return Next.INSPECT if special == SOAP_PATH else Next.DONE
-    return Next.RECOVER if status in codes else Next.DONE
+            return CONFIRM
+        return INSPECT if special == SOAP_PATH else DONE
+    return RECOVER if status in codes else DONE
 
 
 def announced_too_long(content_length: Optional[str]) -> bool:

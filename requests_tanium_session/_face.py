@@ -20,7 +20,7 @@ import inspect
 import os
 import threading
 from collections.abc import Callable, Collection
-from typing import Any, ClassVar, NamedTuple, Optional, TypeVar
+from typing import Any, ClassVar, NamedTuple, Optional, TypedDict, TypeVar
 
 from packaging.specifiers import SpecifierSet
 
@@ -44,6 +44,7 @@ from .versions import SpecCheck, parse_specifier, read_version, unreadable
 
 __all__ = [
     "AsyncFace",
+    "CommonOptions",
     "Core",
     "CoreView",
     "Options",
@@ -143,6 +144,22 @@ class Core:
 def core_of(view: CoreView) -> Core:
     """The core a face shows (for a face built over another's session)."""
     return view._core
+
+
+class CommonOptions(TypedDict, total=False):
+    """The keyword arguments every front-end takes, for the typed factories
+    (``from_credentials``, ``from_env``), so editors and ``mypy`` catch a misspelt one."""
+
+    revalidate_after: float
+    expires_after: float
+    login_timeout: float
+    logout_timeout: float
+    refresh_status_codes: Collection[int]
+    on_token_update: Optional[Callable[[str], None]]
+    allow_http: bool
+    requires_server: Optional[str]
+    store: Optional[SessionStore]
+    on_event: Optional[Callable[[AuthEvent], None]]
 
 
 class Options(NamedTuple):

@@ -17,7 +17,7 @@ import base64
 import contextlib
 from collections.abc import AsyncIterator, Callable, Collection, Iterator
 from ssl import SSLContext
-from typing import TYPE_CHECKING, Any, Optional, TypedDict, Union
+from typing import TYPE_CHECKING, Any, Optional, Union
 
 try:
     import aiohttp
@@ -30,9 +30,9 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
         'pip install "requests-tanium-session[aiohttp]"'
     ) from exc
 
-from ._answer import READ_CHUNK, Next, announced_too_long, next_step
+from ._answer import CONFIRM, DONE, INSPECT, READ_CHUNK, announced_too_long, next_step
 from ._effects import Answered, Credentials
-from ._face import AsyncFace, TaniumAuthBase, check_options
+from ._face import AsyncFace, CommonOptions, TaniumAuthBase, check_options
 from ._origin import OriginMatcher, is_loopback, parse_base_url
 from .exceptions import TaniumAuthError
 from .protocol import (
@@ -367,19 +367,9 @@ class TaniumClientSession:
         return self.request("DELETE", url, **kwargs)
 
 
-class MiddlewareOptions(TypedDict, total=False):
-    """:class:`TaniumMiddleware`'s keyword arguments for ``from_credentials``."""
+class MiddlewareOptions(CommonOptions, total=False):
+    """:class:`TaniumMiddleware`'s keyword arguments for ``from_credentials`` and ``from_env``."""
 
-    revalidate_after: float
-    expires_after: float
-    login_timeout: float
-    logout_timeout: float
-    refresh_status_codes: Collection[int]
-    on_token_update: Optional[Callable[[str], None]]
-    allow_http: bool
-    requires_server: Optional[str]
-    store: Optional[SessionStore]
-    on_event: Optional[Callable[[AuthEvent], None]]
     ssl: Union[SSLContext, bool]
     proxy: Optional[str]
 
@@ -430,6 +420,9 @@ class TaniumMiddleware(AsyncFace, TaniumAuthBase):
         self._matches = OriginMatcher(self._core.origin)
         self._paths = special_paths(self.url)
         self._transport = {"ssl": ssl, "proxy": proxy, "allow_http": allow_http}
+        core = self._core  # what the middleware reads on every request, bound once
+        self._fresh, self._confirm = core.state.fresh, core.state.confirm
+        self._aflights, self._policy = core.aflights, core.policy
 
     @classmethod
     def from_env(cls, **kwargs: Unpack[MiddlewareOptions]) -> TaniumMiddleware:
@@ -481,27 +474,27 @@ class TaniumMiddleware(AsyncFace, TaniumAuthBase):
     async def __call__(
         self, request: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType
     ) -> aiohttp.ClientResponse:
-        core = self._core
-        flights, state = core.aflights, core.state
+        flights = self._aflights
         if flights.in_callback() or not self.is_tanium_url(request.url):
             request.headers.popall(HEADER, None)  # a redirect hop that left the origin
             return await handler(request)
-        token = state.fresh()
-        if token is None or core.policy.gate:
+        token = self._fresh()
+        core = self._core
+        if token is None or self._policy.gate:
             token = await core.arun(core.begin(flights, self.refresh))
         request.headers[HEADER] = token
         response = await handler(request)
         step = next_step(
             response.status, self._paths.get(request.url.raw_path), self.refresh_status_codes
         )
-        if step is Next.CONFIRM:
-            state.confirm(token)
+        if step is CONFIRM:
+            self._confirm(token)
             return response
-        if step is Next.DONE:
+        if step is DONE:
             return response
         after = flights.started  # only a check begun after this answer can judge it
         body = await _apeek(response)
-        if step is Next.INSPECT and not core.policy.soap(flights, token, body):
+        if step is INSPECT and not core.policy.soap(flights, token, body):
             return response
         what = "200 with an in-band auth failure" if response.status < 300 else response.status
         cause = f"{request.method} {request.url} answered {what}"
@@ -518,7 +511,7 @@ class TaniumMiddleware(AsyncFace, TaniumAuthBase):
         core.policy.resent()
         again = await handler(request)
         if 200 <= again.status < 300:
-            state.confirm(new)
+            self._confirm(new)
         return again
 
     def _pickled(self) -> dict[str, Any]:

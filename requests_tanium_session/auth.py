@@ -8,7 +8,7 @@ import warnings
 from collections import deque
 from collections.abc import Callable, Collection, Iterator, Mapping
 from functools import partial
-from typing import TYPE_CHECKING, Any, Optional, TypedDict, Union
+from typing import TYPE_CHECKING, Any, Optional, Union
 from urllib.parse import urljoin, urlparse
 
 import requests
@@ -18,7 +18,7 @@ from requests.utils import requote_uri, rewind_body
 from urllib3.exceptions import InsecureRequestWarning
 
 from ._answer import READ_CHUNK, Next, announced_too_long, next_step
-from ._face import Core, SyncFace, TaniumAuthBase, check_options, core_of
+from ._face import CommonOptions, Core, SyncFace, TaniumAuthBase, check_options, core_of
 from ._origin import OriginMatcher, is_loopback
 from .http_client import HttpClient, redact_request
 from .protocol import (
@@ -179,27 +179,17 @@ def _replayable(req: requests.PreparedRequest) -> bool:
     return isinstance(getattr(req, "_body_position", None), int)
 
 
-class AuthOptions(TypedDict, total=False):
+class AuthOptions(CommonOptions, total=False):
     """The keyword arguments of :class:`TaniumSessionAuth`, for the factories and
     :class:`TaniumSession` (so editors and ``mypy`` catch a misspelt one)."""
 
     http_client: HttpClient
     session_id: SessionId
-    revalidate_after: float
-    expires_after: float
-    login_timeout: float
-    logout_timeout: float
-    refresh_status_codes: Collection[int]
     refresh: Optional[Callable[[], str]]
-    on_token_update: Optional[Callable[[str], None]]
     verify: Union[bool, str]
     cert: Union[str, tuple[str, str], None]
     proxies: Optional[Mapping[str, str]]
-    allow_http: bool
     ver_check: Optional[bool]
-    requires_server: Optional[str]
-    store: Optional[SessionStore]
-    on_event: Optional[Callable[[AuthEvent], None]]
 
 
 _WRONG_CLIENT = (

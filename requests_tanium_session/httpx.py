@@ -21,7 +21,7 @@ import os
 import ssl
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Collection, Generator, Iterator
 from functools import partial
-from typing import TYPE_CHECKING, Any, Optional, TypedDict, Union
+from typing import TYPE_CHECKING, Any, Optional, Union
 
 try:
     import httpx
@@ -30,9 +30,9 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
         'requests_tanium_session.httpx needs httpx: pip install "requests-tanium-session[httpx]"'
     ) from exc
 
-from ._answer import Decoder, Next, announced_too_long, next_step
+from ._answer import CONFIRM, DONE, INSPECT, Decoder, Next, announced_too_long, next_step
 from ._effects import COROUTINE_REFRESH, Answered, Credentials, Flow
-from ._face import AsyncFace, SyncFace, TaniumAuthBase, check_options
+from ._face import AsyncFace, CommonOptions, SyncFace, TaniumAuthBase, check_options
 from ._origin import DEFAULT_PORTS, OriginMatcher, is_loopback, parse_base_url
 from ._worker import Worker, on_worker
 from .protocol import (
@@ -59,6 +59,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Verify = Union[ssl.SSLContext, str, bool]
+
+_URL = httpx.URL
 Refresh = Callable[[], Any]
 
 
@@ -356,19 +358,9 @@ def _shown(response: httpx.Response) -> httpx.Response:
     return shown
 
 
-class HttpxOptions(TypedDict, total=False):
-    """:class:`TaniumAuth`'s keyword arguments for ``from_credentials``."""
+class HttpxOptions(CommonOptions, total=False):
+    """:class:`TaniumAuth`'s keyword arguments for ``from_credentials`` and ``from_env``."""
 
-    revalidate_after: float
-    expires_after: float
-    login_timeout: float
-    logout_timeout: float
-    refresh_status_codes: Collection[int]
-    on_token_update: Optional[Callable[[str], None]]
-    allow_http: bool
-    requires_server: Optional[str]
-    store: Optional[SessionStore]
-    on_event: Optional[Callable[[AuthEvent], None]]
     verify: Verify
     cert: Union[str, tuple[str, str], None]
     proxy: Optional[str]
@@ -454,6 +446,9 @@ class TaniumAuth(SyncFace, AsyncFace, TaniumAuthBase, httpx.Auth):
         self._key = (scheme, "", host.strip("[]"), None if port == DEFAULT_PORTS[scheme] else port)
         self._matches = OriginMatcher(self._core.origin)
         self._paths = special_paths(self.url)
+        core = self._core  # what the flows read on every request, bound once
+        self._fresh, self._confirm = core.state.fresh, core.state.confirm
+        self._flights, self._aflights, self._policy = core.flights, core.aflights, core.policy
         self._transport = {"verify": verify, "cert": cert, "proxy": proxy, "allow_http": allow_http}
 
     @classmethod
@@ -484,14 +479,14 @@ class TaniumAuth(SyncFace, AsyncFace, TaniumAuthBase, httpx.Auth):
 
     def is_tanium_url(self, url: Union[str, httpx.URL]) -> bool:
         """True when ``url`` has the Tanium origin (scheme, host, port); no userinfo."""
-        if isinstance(url, httpx.URL):
+        if url.__class__ is _URL:
             # httpx's parsed form is one attribute away; the public properties decode
             # and re-encode on every read, which costs more than the rest of the flow.
             try:
                 return bool(url._uri_reference[:4] == self._key)
             except (AttributeError, TypeError):  # another httpx: the public, slower way
-                url = str(url)
-        return self._matches(url)
+                pass
+        return self._matches(str(url))
 
     # -- clients ----------------------------------------------------------------
 
@@ -542,14 +537,16 @@ class TaniumAuth(SyncFace, AsyncFace, TaniumAuthBase, httpx.Auth):
 
     def _step(self, request: httpx.Request, response: httpx.Response) -> Next:
         """The answer rule for ``response`` to ``request`` (which carried the session)."""
-        url = response.url
-        if response.request is not request and not self.is_tanium_url(url):
-            return Next.DONE  # another origin's, after a redirect
+        url = request.url
+        if response._request is not request:  # redirected: judged where it ended
+            url = response.url
+            if not self.is_tanium_url(url):
+                return DONE  # another origin's answer
         try:
-            path = url._uri_reference.path  # see is_tanium_url
+            special = self._paths.get(url._uri_reference.path)  # see is_tanium_url
         except AttributeError:  # another httpx
-            path = url.raw_path.split(b"?")[0].decode("ascii", "replace")
-        return next_step(response.status_code, self._paths.get(path), self.refresh_status_codes)
+            special = self._paths.get(url.raw_path.split(b"?")[0].decode("ascii", "replace"))
+        return next_step(response.status_code, special, self.refresh_status_codes)
 
     def _recovery(
         self, request: httpx.Request, response: httpx.Response, token: str, after: int, fl: Any
@@ -569,13 +566,13 @@ class TaniumAuth(SyncFace, AsyncFace, TaniumAuthBase, httpx.Auth):
     def sync_auth_flow(
         self, request: httpx.Request
     ) -> Generator[httpx.Request, httpx.Response, None]:
-        core = self._core
-        flights = core.flights
-        token = core.state.fresh()
-        if token is None or flights.in_callbacks or core.policy.gate:
+        flights = self._flights
+        token = self._fresh()
+        if token is None or flights.in_callbacks or self._policy.gate:
             token = self._slow_token(request, flights)
             if token == "":
                 self._refuse_coroutine()  # at the first request, before any call
+                core = self._core
                 token = core.run(core.begin(flights, self.refresh))
         elif not self.is_tanium_url(request.url):
             token = None
@@ -585,13 +582,13 @@ class TaniumAuth(SyncFace, AsyncFace, TaniumAuthBase, httpx.Auth):
         request.headers[HEADER] = token
         response = yield request
         step = self._step(request, response)
-        if step is Next.CONFIRM:
-            core.state.confirm(token)
-        elif step is not Next.DONE:
+        if step is CONFIRM:
+            self._confirm(token)
+        elif step is not DONE:
             new = self._recovered(request, response, token, step)
             if new is not None:
                 request.headers[HEADER] = new
-                core.policy.resent()
+                self._policy.resent()
                 self._confirm_again((yield request), new)
 
     def _recovered(
@@ -602,7 +599,7 @@ class TaniumAuth(SyncFace, AsyncFace, TaniumAuthBase, httpx.Auth):
         core = self._core
         after = core.flights.started  # only a check begun after this answer can judge it
         body = _peek(response)
-        if step is Next.INSPECT and not core.policy.soap(core.flights, token, body):
+        if step is INSPECT and not core.policy.soap(core.flights, token, body):
             return None
         try:
             new = core.run(self._recovery(request, response, token, after, core.flights))
@@ -617,12 +614,12 @@ class TaniumAuth(SyncFace, AsyncFace, TaniumAuthBase, httpx.Auth):
     async def async_auth_flow(
         self, request: httpx.Request
     ) -> AsyncGenerator[httpx.Request, httpx.Response]:
-        core = self._core
-        flights = core.aflights
-        token = core.state.fresh()
-        if token is None or core.policy.gate or flights.in_callback():
+        flights = self._aflights
+        token = self._fresh()
+        if token is None or self._policy.gate or flights.in_callback():
             token = self._slow_token(request, flights)
             if token == "":
+                core = self._core
                 token = await core.arun(core.begin(flights, self.refresh))
         elif not self.is_tanium_url(request.url):
             token = None
@@ -632,13 +629,13 @@ class TaniumAuth(SyncFace, AsyncFace, TaniumAuthBase, httpx.Auth):
         request.headers[HEADER] = token
         response = yield request
         step = self._step(request, response)
-        if step is Next.CONFIRM:
-            core.state.confirm(token)
-        elif step is not Next.DONE:
+        if step is CONFIRM:
+            self._confirm(token)
+        elif step is not DONE:
             new = await self._arecovered(request, response, token, step)
             if new is not None:
                 request.headers[HEADER] = new
-                core.policy.resent()
+                self._policy.resent()
                 self._confirm_again((yield request), new)
 
     async def _arecovered(
@@ -648,7 +645,7 @@ class TaniumAuth(SyncFace, AsyncFace, TaniumAuthBase, httpx.Auth):
         core = self._core
         after = core.flights.started
         body = await _apeek(response)
-        if step is Next.INSPECT and not core.policy.soap(core.aflights, token, body):
+        if step is INSPECT and not core.policy.soap(core.aflights, token, body):
             return None
         try:
             new = await core.arun(self._recovery(request, response, token, after, core.aflights))

@@ -54,7 +54,8 @@ class TokenState:
         self.confirmed_at = at
         token = self.current
         idle = token is None or not token.startswith(API_TOKEN_PREFIX)
-        self.stale_at = at + self._revalidate_after if idle else math.inf
+        self._fresh_for = self._revalidate_after if idle else math.inf
+        self.stale_at = at + self._fresh_for
 
     def fresh(self) -> Optional[str]:
         """The token if confirmed less than ``revalidate_after`` ago, else None."""
@@ -68,9 +69,11 @@ class TokenState:
         return None if self.current is None else monotonic() - self.confirmed_at
 
     def confirm(self, token: str) -> None:
-        """A request carrying ``token`` succeeded (one float store, no lock)."""
+        """A request carrying ``token`` succeeded (two float stores, no lock)."""
         if token == self.current:
-            self._stamp(monotonic())
+            at = monotonic()
+            self.confirmed_at = at
+            self.stale_at = at + self._fresh_for
 
     def adopt(self, token: str, at: Optional[float] = None, got_at: Optional[float] = None) -> bool:
         """Take ``token``, confirmed now (or at monotonic time ``at``; obtained at wall
