@@ -6,7 +6,8 @@ request that carried the session:
 
 - a 2xx confirms the session, except from the API Gateway (it confirms nothing) and
   from SOAP, whose answer is inspected (failures come in-band, in a 200);
-- a status in ``refresh_status_codes`` makes the auth judge the session;
+- a status in ``refresh_status_codes``, or a redirect to another origin, makes the
+  auth judge the session;
 - anything else is the caller's.
 
 One capped read per wire, with these semantics in every front-end:
@@ -60,13 +61,19 @@ class Next(enum.Enum):
 DONE, CONFIRM, INSPECT, RECOVER = Next.DONE, Next.CONFIRM, Next.INSPECT, Next.RECOVER
 
 
-def next_step(status: int, special: Optional[str], codes: Collection[int]) -> Next:
+def next_step(
+    status: int, special: Optional[str], codes: Collection[int], away: bool = False
+) -> Next:
     """The one answer rule. ``special``: ``SOAP_PATH`` or ``GATEWAY_PATH`` when the
-    request went there, else None; ``codes``: the auth's ``refresh_status_codes``."""
+    request went there, else None; ``codes``: the auth's ``refresh_status_codes``;
+    ``away``: the answer is a redirect to another origin (a sign-in page, the way a
+    gateway answers a dead token), judged like a 401."""
     if 200 <= status < 300:
         if special is None:
             return CONFIRM
         return INSPECT if special == SOAP_PATH else DONE
+    if away and 300 <= status < 400:
+        return RECOVER
     return RECOVER if status in codes else DONE
 
 

@@ -31,10 +31,15 @@ from ._flight import AsyncFlights, Flights
 from ._origin import Origin, origin_name
 from ._policy import Policy, first_session
 from .protocol import (
+    ENV_DOMAIN,
+    ENV_PASSWORD,
     ENV_SESSION,
     ENV_URL,
+    ENV_USER,
+    LOGIN_ROUTES,
     check_seconds,
     check_token,
+    login_body,
     login_headers,
 )
 from .state import TokenState
@@ -52,6 +57,7 @@ __all__ = [
     "TaniumAuthBase",
     "check_options",
     "core_of",
+    "credentials_for",
 ]
 
 A = TypeVar("A", bound="TaniumAuthBase")
@@ -199,6 +205,26 @@ def check_options(
     if store is not None and not isinstance(store, SessionStore):
         raise TypeError("store must be a SessionStore (MemoryStore, FileStore, RedisStore)")
     return Options(codes, refresh, on_token_update, on_event, requires, store)
+
+
+def credentials_for(
+    username: str,
+    password: str,
+    *,
+    domain: str = "",
+    secondary: str = "",
+    persistent: bool = False,
+    login: str = "auth",
+) -> Credentials:
+    """Credentials for a login by the route ``login`` (``"auth"``: ``POST /auth`` with
+    base64 headers; ``"rest"``: ``POST /api/v2/session/login`` with JSON)."""
+    if login not in LOGIN_ROUTES:
+        raise ValueError('login must be "auth" (POST /auth) or "rest" (POST /api/v2/session/login)')
+    if login == "auth":
+        return Credentials(login_headers(username, password, domain, secondary, persistent))
+    if secondary or persistent:
+        raise ValueError('secondary= and persistent= go with login="auth" only')
+    return Credentials({}, "rest", login_body(username, password, domain))
 
 
 def _env(name: str) -> str:
@@ -379,16 +405,32 @@ class TaniumAuthBase(CoreView, Closing):
 
     @classmethod
     def _from_environment(cls: type[A], options: dict[str, Any]) -> A:
-        """Built from ``TANIUM_URL`` and ``TANIUM_SESSION`` (every ``from_env``);
-        ``ValueError`` names a missing or malformed one (never its value)."""
+        """Built from ``TANIUM_URL`` and ``TANIUM_SESSION`` (every ``from_env``), or from
+        ``TANIUM_USER`` and ``TANIUM_PASSWORD`` (and ``TANIUM_DOMAIN``): then the first
+        request logs in by ``options["login"]``'s route. No I/O here; ``ValueError``
+        names a missing or malformed variable (never its value)."""
+        login = options.pop("login", "auth")
         url = _env(ENV_URL)
-        session = _env(ENV_SESSION)
+        session = os.environ.get(ENV_SESSION, "")
+        build: Any = cls
+        if not session and os.environ.get(ENV_USER) and os.environ.get(ENV_PASSWORD):
+            credentials = credentials_for(
+                os.environ[ENV_USER], os.environ[ENV_PASSWORD],
+                domain=os.environ.get(ENV_DOMAIN, ""), login=login,
+            )  # fmt: skip
+            if {"refresh", "session"} & options.keys():
+                raise TypeError("from_env() with credentials makes its own session and refresh")
+            return build(url, None, refresh=credentials, **options)  # type: ignore[no-any-return]
+        if not session:
+            raise ValueError(
+                f"environment variable {ENV_SESSION} is missing or empty (or set "
+                f"{ENV_USER} and {ENV_PASSWORD} to log in)"
+            )
         try:
             check_token(session, ENV_SESSION)
         except ValueError as exc:
             hint = "; strip the surrounding whitespace" if session != session.strip() else ""
             raise ValueError(f"environment variable {exc}{hint}") from None
-        build: Any = cls
         return build(url, session, **options)  # type: ignore[no-any-return]
 
     @classmethod
@@ -402,12 +444,16 @@ class TaniumAuthBase(CoreView, Closing):
         secondary: str,
         persistent: bool,
         options: dict[str, Any],
+        login: str = "auth",
     ) -> tuple[A, Flow]:
         """An auth that logs in with these credentials whenever its session dies, and
         the flow of its first session (a login, or a fresh record of its store)."""
         if {"refresh", "session", "session_id"} & options.keys():
             raise TypeError("from_credentials() makes its own session and refresh")
-        credentials = Credentials(login_headers(username, password, domain, secondary, persistent))
+        credentials = credentials_for(
+            username, password, domain=domain, secondary=secondary, persistent=persistent,
+            login=login,
+        )  # fmt: skip
         build: Any = cls
         auth: A = build(url, refresh=credentials, **options)
         core = auth._core

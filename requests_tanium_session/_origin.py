@@ -28,6 +28,9 @@ __all__ = [
 #: ``(scheme, host, port)``: scheme and host lower-cased, the port always filled in.
 Origin = tuple[str, str, int]
 
+#: A base URL's path must not end so (the REST root is added to the base, not given).
+API_SUFFIX = "/api/v2"
+
 #: Ports implied by each scheme.
 DEFAULT_PORTS: Mapping[str, int] = {"http": 80, "https": 443}
 
@@ -108,6 +111,12 @@ def parse_base_url(url: object, allow_http: bool = False) -> tuple[str, Origin]:
     host, port = origin[1], parts.port
     netloc = host if port is None or port == DEFAULT_PORTS[scheme] else f"{host}:{port}"
     path = urlsplit(prepared).path.rstrip("/")
+    if path.lower().endswith(API_SUFFIX):
+        base = f"{scheme}://{netloc}{path[: -len(API_SUFFIX)]}"
+        raise ValueError(
+            f"url ends in /api/v2: give the server's base URL and the library adds /auth "
+            f"and /api/v2/... itself; use {base} instead"
+        )
     return f"{scheme}://{netloc}{path}", origin
 
 

@@ -45,18 +45,20 @@ from .exceptions import (
 )
 from .protocol import (
     AUTH_PATH,
-    CLOUD_SUFFIX,
+    REST_LOGIN_PATH,
     Call,
     Kind,
     Verdict,
     check_token,
     console_call,
     is_api_token,
+    is_cloud,
     judge_logout,
     judge_soap,
     judge_token,
     login_call,
     logout_call,
+    rest_login_call,
     token_shaped,
     uid_of,
     validate_call,
@@ -84,6 +86,18 @@ REMEDY = (
     "to recover by itself, give the auth refresh= (a function returning a new session) "
     "or build it with from_credentials(); or set auth.token to a new session"
 )
+
+#: The same at Tanium Cloud, which takes API tokens only.
+CLOUD_REMEDY = (
+    "Tanium Cloud takes API tokens only: create a new API token in the console and set "
+    "auth.token to it, or give the auth refresh= (a function returning one)"
+)
+
+
+def remedy(url: str) -> str:
+    """What to do about a dead session at ``url``."""
+    return CLOUD_REMEDY if is_cloud(urlsplit(url).hostname or "") else REMEDY
+
 
 _REENTRY = (
     "cannot be validated or refreshed from inside refresh() or on_token_update() "
@@ -168,7 +182,7 @@ def take(
 
 
 def recovery_failure(
-    exc: TaniumAuthError, cause: str, response: Any, can_refresh: bool
+    exc: TaniumAuthError, cause: str, response: Any, can_refresh: bool, advice: str = REMEDY
 ) -> Optional[TaniumAuthError]:
     """What a 401/403 recovery raises when checking the session failed with ``exc``;
     None when the session is dead and ``refresh`` may renew it.
@@ -183,7 +197,7 @@ def recovery_failure(
         if can_refresh:
             return None
         return type(exc)(
-            f"{cause} and the session cannot be refreshed: {exc}; {REMEDY}", response=response
+            f"{cause} and the session cannot be refreshed: {exc}; {advice}", response=response
         )
     return LoginError(f"{cause} and the session could not be checked: {exc}", response=response)
 
@@ -213,22 +227,29 @@ def refreshed_token(value: object, url: str, dead: Collection[str]) -> str:
 
 
 def login(credentials: Credentials, timeout: float) -> Flow:
-    """Log in with ``credentials`` once; the new session id (adopted nowhere)."""
-    call = login_call(credentials.headers)
+    """Log in with ``credentials`` once, by their route; the new session id (adopted
+    nowhere). A refused login is never tried by the other route."""
+    rest = credentials.route == "rest"
+    call = rest_login_call(credentials.body or {}) if rest else login_call(credentials.headers)
     reply = yield Exchange(call, timeout)
     verdict = judge_token(call, reply.status, reply.body)
-    host = urlsplit(reply.url).hostname or ""
-    if verdict.kind in (Kind.REJECTED, Kind.NOT_TANIUM) and host.endswith(CLOUD_SUFFIX):
+    if verdict.kind is Kind.OK:
+        assert verdict.token is not None
+        return verdict.token
+    what = f"{call.method} {reply.url} {verdict.reason.split(':')[0]}"
+    refused = verdict.kind in (Kind.REJECTED, Kind.NOT_TANIUM)
+    if refused and is_cloud(urlsplit(reply.url).hostname or ""):
         raise LoginError(
-            f"{call.method} {reply.url} {verdict.reason.split(':')[0]}: Tanium Cloud takes "
-            "API tokens only (credential logins work on-prem only); create an API token "
-            "in the console and pass it as the session",
+            f"{what}: {CLOUD_REMEDY} (credential logins work on-prem only)",
             response=reply.response,
         )
-    if verdict.kind is not Kind.OK:
-        raise verdict_error(call, reply.url, verdict, "no session was made", reply.response)
-    assert verdict.token is not None
-    return verdict.token
+    if verdict.kind is Kind.NOT_TANIUM and not rest and reply.status in (404, 405):
+        raise LoginError(
+            f'{what}: this server has no /auth login; it may want login="rest" '
+            f"(POST {REST_LOGIN_PATH}); no session was made",
+            response=reply.response,
+        )
+    raise verdict_error(call, reply.url, verdict, "no session was made", reply.response)
 
 
 def first_session(
@@ -388,7 +409,9 @@ class Policy:
 
     def not_logged_in(self) -> NotLoggedInError:
         """The error for "there is no live token", saying why."""
-        return NotLoggedInError(f"no live session for {self.url}: {self.state.ended}; {REMEDY}")
+        return NotLoggedInError(
+            f"no live session for {self.url}: {self.state.ended}; {remedy(self.url)}"
+        )
 
     def adopt(self, value: object, fl: Any, what: str = "session") -> str:
         """Take ``value`` as the token, confirmed now; notify when it changed."""
@@ -536,7 +559,9 @@ class Policy:
             try:
                 new = yield from self.recheck(fl, sent, after, cause, provider)
             except (LoginError, AuthServiceUnavailable) as exc:
-                failure = recovery_failure(exc, cause, response, provider is not None)
+                failure = recovery_failure(
+                    exc, cause, response, provider is not None, remedy(self.url)
+                )
                 if failure is not None:
                     raise failure from exc
                 new = ""  # dead: renew below
@@ -725,7 +750,8 @@ class Policy:
             if self.state.kill(token, why):
                 self.counters.event(DIED, why, self.state.generation)
             log.debug("session for uid %s rejected by %s (%s)", self.uid, call.path, reply.status)
-            return verdict_error(call, reply.url, verdict, f"the session was dropped; {REMEDY}",
+            return verdict_error(call, reply.url, verdict,
+                                 f"the session was dropped; {remedy(self.url)}",
                                  reply.response)  # fmt: skip
         log.warning("%s %s at %s %s", call.method, call.path, self.url, verdict.reason)
         return verdict_error(call, reply.url, verdict, "the session is kept", reply.response)

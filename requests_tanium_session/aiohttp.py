@@ -30,7 +30,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
         'pip install "requests-tanium-session[aiohttp]"'
     ) from exc
 
-from ._answer import CONFIRM, DONE, INSPECT, READ_CHUNK, announced_too_long, next_step
+from ._answer import CONFIRM, DONE, INSPECT, READ_CHUNK, Next, announced_too_long, next_step
 from ._effects import Answered, Credentials
 from ._face import AsyncFace, CommonOptions, TaniumAuthBase, check_options
 from ._origin import OriginMatcher, is_loopback, parse_base_url
@@ -425,10 +425,13 @@ class TaniumMiddleware(AsyncFace, TaniumAuthBase):
         self._aflights, self._policy = core.aflights, core.policy
 
     @classmethod
-    def from_env(cls, **kwargs: Unpack[MiddlewareOptions]) -> TaniumMiddleware:
-        """Build from ``TANIUM_URL`` and ``TANIUM_SESSION``; ``ValueError`` names a
-        missing or malformed one (never its value)."""
-        return cls._from_environment(dict(kwargs))
+    def from_env(
+        cls, *, login: str = "auth", **kwargs: Unpack[MiddlewareOptions]
+    ) -> TaniumMiddleware:
+        """Build from ``TANIUM_URL`` and ``TANIUM_SESSION``, or ``TANIUM_USER`` and
+        ``TANIUM_PASSWORD`` (``TANIUM_DOMAIN``), logging in by ``login``'s route at the
+        first request; ``ValueError`` names what is missing (never a value)."""
+        return cls._from_environment(dict(kwargs, login=login))
 
     @classmethod
     async def from_credentials(
@@ -440,13 +443,15 @@ class TaniumMiddleware(AsyncFace, TaniumAuthBase):
         domain: str = "",
         secondary: str = "",
         persistent: bool = False,
+        login: str = "auth",
         **kwargs: Unpack[MiddlewareOptions],
     ) -> TaniumMiddleware:
         """Log in now (with a store, a fresh published session is taken instead), and
-        again after every death; ``LoginError`` when the credentials are refused."""
+        again after every death (``login="rest"``: through ``POST /api/v2/session/login``);
+        ``LoginError`` when the credentials are refused."""
         return await cls._alogged_in(
             url, username, password, domain=domain, secondary=secondary,
-            persistent=persistent, options=dict(kwargs),
+            persistent=persistent, options=dict(kwargs), login=login,
         )  # fmt: skip
 
     async def logout(self) -> None:
@@ -462,6 +467,19 @@ class TaniumMiddleware(AsyncFace, TaniumAuthBase):
         if isinstance(url, str):
             return self._matches(url)
         return url.raw_user is None and (url.scheme, url.host, url.port) == self._key
+
+    def _away(
+        self, request: aiohttp.ClientRequest, response: aiohttp.ClientResponse
+    ) -> Optional[str]:
+        """Where a redirect leads (``host:port``), when it leaves the origin; else None."""
+        location = response.headers.get("Location")
+        if location is None:
+            return None
+        try:
+            target = request.url.join(URL(location))
+        except ValueError:
+            return "an unreadable location"
+        return None if self.is_tanium_url(target) else f"{target.host}:{target.port}"
 
     def client_session(self, **kwargs: Any) -> TaniumClientSession:
         """An ``aiohttp.ClientSession`` with this middleware and ``base_url`` set, whose
@@ -484,20 +502,37 @@ class TaniumMiddleware(AsyncFace, TaniumAuthBase):
             token = await core.arun(core.begin(flights, self.refresh))
         request.headers[HEADER] = token
         response = await handler(request)
+        away = self._away(request, response) if 300 <= response.status < 400 else None
         step = next_step(
-            response.status, self._paths.get(request.url.raw_path), self.refresh_status_codes
-        )
+            response.status, self._paths.get(request.url.raw_path), self.refresh_status_codes,
+            away is not None,
+        )  # fmt: skip
         if step is CONFIRM:
             self._confirm(token)
             return response
         if step is DONE:
             return response
+        return await self._recovered(request, handler, response, token, step, away)
+
+    async def _recovered(
+        self,
+        request: aiohttp.ClientRequest,
+        handler: aiohttp.ClientHandlerType,
+        response: aiohttp.ClientResponse,
+        token: str,
+        step: Next,
+        away: Optional[str],
+    ) -> aiohttp.ClientResponse:
+        """A 401/403, a redirect away or a SOAP answer: resend once with the token
+        the policy gives, or the answer as it came."""
+        core, flights = self._core, self._aflights
         after = flights.started  # only a check begun after this answer can judge it
         body = await _apeek(response)
         if step is INSPECT and not core.policy.soap(flights, token, body):
             return response
         what = "200 with an in-band auth failure" if response.status < 300 else response.status
-        cause = f"{request.method} {request.url} answered {what}"
+        where = f" to {away} (another origin)" if away is not None else ""
+        cause = f"{request.method} {request.url} answered {what}{where}"
         flow = core.policy.recover(flights, token, cause, _Shown(response), self.refresh, after)
         try:
             new = await core.arun(flow)

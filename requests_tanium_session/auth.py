@@ -17,7 +17,7 @@ from requests.cookies import extract_cookies_to_jar
 from requests.utils import requote_uri, rewind_body
 from urllib3.exceptions import InsecureRequestWarning
 
-from ._answer import READ_CHUNK, Next, announced_too_long, next_step
+from ._answer import CONFIRM, DONE, INSPECT, READ_CHUNK, announced_too_long, next_step
 from ._face import CommonOptions, Core, SyncFace, TaniumAuthBase, check_options, core_of
 from ._origin import OriginMatcher, is_loopback
 from .http_client import HttpClient, redact_request
@@ -392,10 +392,11 @@ class TaniumSessionAuth(SyncFace, TaniumAuthBase, AuthBase):
     # -- construction helpers -----------------------------------------------------
 
     @classmethod
-    def from_env(cls, **kwargs: Unpack[AuthOptions]) -> TaniumSessionAuth:
-        """Build from ``TANIUM_URL`` and ``TANIUM_SESSION``; ``ValueError`` names a
-        missing or malformed one (never its value)."""
-        return cls._from_environment(dict(kwargs))
+    def from_env(cls, *, login: str = "auth", **kwargs: Unpack[AuthOptions]) -> TaniumSessionAuth:
+        """Build from ``TANIUM_URL`` and ``TANIUM_SESSION``, or ``TANIUM_USER`` and
+        ``TANIUM_PASSWORD`` (``TANIUM_DOMAIN``), logging in by ``login``'s route at the
+        first request; ``ValueError`` names what is missing (never a value)."""
+        return cls._from_environment(dict(kwargs, login=login))
 
     @classmethod
     def from_credentials(
@@ -407,19 +408,22 @@ class TaniumSessionAuth(SyncFace, TaniumAuthBase, AuthBase):
         domain: str = "",
         secondary: str = "",
         persistent: bool = False,
+        login: str = "auth",
         **kwargs: Unpack[AuthOptions],
     ) -> TaniumSessionAuth:
         """Log in now with ``POST /auth`` (base64 ``username``/``password`` headers;
         with a store, a fresh published session is taken instead) and again whenever
         the session dies, so it survives expiry and revocation. ``persistent=True``
-        asks for a one-week session (``persistent: 1``).
+        asks for a one-week session (``persistent: 1``). ``login="rest"`` logs in with
+        ``POST /api/v2/session/login`` and JSON instead, for the first login and every
+        renewal (never both routes).
 
         Raises ``LoginError`` when the credentials are refused; the rest as the
         constructor.
         """
         return cls._logged_in(
             url, username, password, domain=domain, secondary=secondary,
-            persistent=persistent, options=dict(kwargs),
+            persistent=persistent, options=dict(kwargs), login=login,
         )  # fmt: skip
 
     # -- public state ---------------------------------------------------------
@@ -480,7 +484,8 @@ class TaniumSessionAuth(SyncFace, TaniumAuthBase, AuthBase):
 
     def handle_response(self, r: requests.Response, **kwargs: Any) -> requests.Response:
         """Response hook: the one answer rule (a 2xx confirms, SOAP is inspected, a
-        401/403 recovers), and a redirect that leaves the origin loses the header."""
+        401/403 or a redirect to another origin recovers); the header never follows a
+        redirect that leaves the origin."""
         req = r.request
         url = req.url
         if not url or not self.is_tanium_url(url):
@@ -488,19 +493,21 @@ class TaniumSessionAuth(SyncFace, TaniumAuthBase, AuthBase):
         sent = req.headers.get(HEADER)
         if sent is None:
             return r
+        away = None
         if 300 <= r.status_code < 400 and r.is_redirect:
-            self._guard_redirect(r, req)
-            return r
+            away = self._guard_redirect(r, req)
+            if away is None:
+                return r  # a redirect within the origin: requests follows it
         special = self._special.get(url.split("?", 1)[0]) if url.startswith(
             self._special_prefixes
         ) else None  # fmt: skip
-        step = next_step(r.status_code, special, self.refresh_status_codes)
-        if step is Next.CONFIRM:
+        step = next_step(r.status_code, special, self.refresh_status_codes, away is not None)
+        if step is CONFIRM:
             self._state.confirm(sent)
             return r
-        if step is Next.DONE:
+        if step is DONE:
             return r
-        if step is Next.INSPECT:
+        if step is INSPECT:
             if not self._policy.soap(self._flights, sent, _peek(r)):
                 return r
             what = "answered 200 with an in-band auth failure"
@@ -508,7 +515,8 @@ class TaniumSessionAuth(SyncFace, TaniumAuthBase, AuthBase):
             if not self._told_retried:
                 self._retried(r)
             _peek(r)  # read whole when short: a waiting request holds no connection
-            what = f"answered {r.status_code}"
+            where = f" to {away} (another origin)" if away is not None else ""
+            what = f"answered {r.status_code}{where}"
         return self._recovered(r, sent, kwargs, what)
 
     def _retried(self, r: requests.Response) -> None:
@@ -540,12 +548,18 @@ class TaniumSessionAuth(SyncFace, TaniumAuthBase, AuthBase):
             raise
         return r if token is None else self._resend(r, token, kwargs)
 
-    def _guard_redirect(self, r: requests.Response, *reqs: requests.PreparedRequest) -> None:
+    def _guard_redirect(
+        self, r: requests.Response, *reqs: requests.PreparedRequest
+    ) -> Optional[str]:
+        """Remove the header from ``reqs`` when ``r`` redirects away from the origin;
+        the host it leads to (``host:port``), or None when it stays."""
         target = redirect_target(r)
-        if target is None or not self.is_tanium_url(target):
-            for req in reqs:
-                req.headers.pop(HEADER, None)
-            log.debug("redirect from %s leaves the Tanium origin: session header removed", r.url)
+        if target is not None and self.is_tanium_url(target):
+            return None
+        for req in reqs:
+            req.headers.pop(HEADER, None)
+        log.debug("redirect from %s leaves the Tanium origin: session header removed", r.url)
+        return urlparse(target).netloc if target else "an unreadable location"
 
     def _resend(
         self, r: requests.Response, token: str, kwargs: dict[str, Any]
@@ -640,9 +654,9 @@ class TaniumSession(requests.Session):
             self.proxies.update(client.proxies)
 
     @classmethod
-    def from_env(cls, **kwargs: Unpack[AuthOptions]) -> TaniumSession:
-        """Build from ``TANIUM_URL`` and ``TANIUM_SESSION``."""
-        session = cls(auth=TaniumSessionAuth.from_env(**kwargs))
+    def from_env(cls, *, login: str = "auth", **kwargs: Unpack[AuthOptions]) -> TaniumSession:
+        """Build from the environment, as :meth:`TaniumSessionAuth.from_env`."""
+        session = cls(auth=TaniumSessionAuth.from_env(login=login, **kwargs))
         session._owns_auth = True
         return session
 
@@ -656,12 +670,13 @@ class TaniumSession(requests.Session):
         domain: str = "",
         secondary: str = "",
         persistent: bool = False,
+        login: str = "auth",
         **kwargs: Unpack[AuthOptions],
     ) -> TaniumSession:
         """Log in with credentials; the login also refreshes the session when it dies."""
         auth = TaniumSessionAuth.from_credentials(
             url, username, password, domain=domain, secondary=secondary,
-            persistent=persistent, **kwargs,
+            persistent=persistent, login=login, **kwargs,
         )  # fmt: skip
         session = cls(auth=auth)
         session._owns_auth = True

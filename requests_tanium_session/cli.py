@@ -35,8 +35,12 @@ from .http_client import HttpClient
 from .protocol import (
     AUTH_PATH,
     DEFAULT_LOGIN_TIMEOUT,
+    ENV_DOMAIN,
+    ENV_PASSWORD,
     ENV_SESSION,
     ENV_URL,
+    ENV_USER,
+    LOGIN_ROUTES,
     check_token,
     transport_reason,
 )
@@ -268,6 +272,48 @@ def _logout(args: argparse.Namespace) -> dict[str, Any]:
             sid.logout(cause="tanium-session logout")
             text = f"session of {who} at {client.url} ended"
     return {"ok": True, "url": client.url, "all": bool(args.all), "text": [text]}
+
+
+def _read_credentials() -> tuple[str, str]:
+    """The user and password: ``TANIUM_USER``/``TANIUM_PASSWORD``, or prompts (the
+    password hidden)."""
+    user = os.environ.get(ENV_USER, "")
+    password = os.environ.get(ENV_PASSWORD, "")
+    interactive = sys.stdin is not None and sys.stdin.isatty()
+    if not user and interactive:
+        user = input("Tanium user: ").strip()
+    if not password and interactive:
+        password = getpass.getpass("Tanium password: ")
+    if not user or not password:
+        raise _Fail(
+            f"no credentials: set {ENV_USER} and {ENV_PASSWORD}, or enter them at the prompts"
+        )
+    return user, password
+
+
+def _login(args: argparse.Namespace) -> dict[str, Any]:
+    if args.timeout <= 0:
+        raise _Fail("--timeout must be greater than 0")
+    user, password = _read_credentials()
+    with _client(args) as client:  # checks the URL and the CA bundle, as everywhere
+        url, verify = client.url, client.verify
+    with TaniumSessionAuth.from_credentials(
+        url, user, password, domain=os.environ.get(ENV_DOMAIN, ""), login=args.login,
+        verify=verify, allow_http=args.allow_http, login_timeout=args.timeout,
+    ) as auth:  # fmt: skip
+        session = auth.token or ""
+    route = "POST /api/v2/session/login" if args.login == "rest" else "POST /auth"
+    return {
+        "ok": True,
+        "url": url,
+        "login": args.login,
+        "session": session,
+        "text": [
+            f"logged in at {url} with {route}",
+            f"session id: {session}",
+            f"  export {ENV_SESSION}={session}",
+        ],
+    }
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -552,11 +598,18 @@ def _parser() -> argparse.ArgumentParser:
     for name, run, text in (
         ("validate", _validate, f"check a session ({ENV_SESSION} or a prompt)"),
         ("logout", _logout, f"end a session ({ENV_SESSION} or a prompt)"),
+        ("login", _login, f"log in for a new session ({ENV_USER}, {ENV_PASSWORD} or prompts)"),
     ):
         cmd = sub.add_parser(name, parents=[common, conn], help=text, allow_abbrev=False)
         cmd.set_defaults(main=_report, run=run)
         if name == "logout":
             cmd.add_argument("--all", action="store_true", help="end every session of the user")
+        if name == "login":
+            cmd.add_argument(
+                "--login", choices=LOGIN_ROUTES, default="auth",
+                help="the login route: auth (POST /auth, the default) or rest "
+                "(POST /api/v2/session/login)",
+            )  # fmt: skip
 
     serve = sub.add_parser(
         "serve", parents=[common], help="run the local Tanium server in the foreground",

@@ -452,10 +452,11 @@ class TaniumAuth(SyncFace, AsyncFace, TaniumAuthBase, httpx.Auth):
         self._transport = {"verify": verify, "cert": cert, "proxy": proxy, "allow_http": allow_http}
 
     @classmethod
-    def from_env(cls, **kwargs: Unpack[HttpxOptions]) -> TaniumAuth:
-        """Build from ``TANIUM_URL`` and ``TANIUM_SESSION``; ``ValueError`` names a
-        missing or malformed one (never its value)."""
-        return cls._from_environment(dict(kwargs))
+    def from_env(cls, *, login: str = "auth", **kwargs: Unpack[HttpxOptions]) -> TaniumAuth:
+        """Build from ``TANIUM_URL`` and ``TANIUM_SESSION``, or ``TANIUM_USER`` and
+        ``TANIUM_PASSWORD`` (``TANIUM_DOMAIN``), logging in by ``login``'s route at the
+        first request; ``ValueError`` names what is missing (never a value)."""
+        return cls._from_environment(dict(kwargs, login=login))
 
     @classmethod
     def from_credentials(
@@ -467,14 +468,16 @@ class TaniumAuth(SyncFace, AsyncFace, TaniumAuthBase, httpx.Auth):
         domain: str = "",
         secondary: str = "",
         persistent: bool = False,
+        login: str = "auth",
         **kwargs: Unpack[HttpxOptions],
     ) -> TaniumAuth:
         """Log in now (``POST /auth``, base64 headers; with a store, a fresh published
         session is taken instead) and again after every death, once however many
-        requests are waiting. ``LoginError`` when the credentials are refused."""
+        requests are waiting; ``login="rest"`` logs in with ``POST /api/v2/session/login``
+        and JSON instead. ``LoginError`` when the credentials are refused."""
         return cls._logged_in(
             url, username, password, domain=domain, secondary=secondary,
-            persistent=persistent, options=dict(kwargs),
+            persistent=persistent, options=dict(kwargs), login=login,
         )  # fmt: skip
 
     def is_tanium_url(self, url: Union[str, httpx.URL]) -> bool:
@@ -538,22 +541,48 @@ class TaniumAuth(SyncFace, AsyncFace, TaniumAuthBase, httpx.Auth):
     def _step(self, request: httpx.Request, response: httpx.Response) -> Next:
         """The answer rule for ``response`` to ``request`` (which carried the session)."""
         url = request.url
-        if response._request is not request:  # redirected: judged where it ended
-            url = response.url
-            if not self.is_tanium_url(url):
-                return DONE  # another origin's answer
+        status = response.status_code
+        if response._request is not request:  # redirected: followed by the client
+            return self._followed(request, response)
+        if 300 <= status < 400 and response.has_redirect_location:
+            return next_step(status, None, (), self._away(request, response) is not None)
         try:
             special = self._paths.get(url._uri_reference.path)  # see is_tanium_url
         except AttributeError:  # another httpx
             special = self._paths.get(url.raw_path.split(b"?")[0].decode("ascii", "replace"))
-        return next_step(response.status_code, special, self.refresh_status_codes)
+        return next_step(status, special, self.refresh_status_codes)
+
+    def _followed(self, request: httpx.Request, response: httpx.Response) -> Next:
+        """The rule for an answer reached through redirects: the first hop, when it
+        left the origin, is judged like a 401; else the answer where it ended."""
+        hops = [*response.history, response]
+        if hops[0]._request is request and self._away(request, hops[0]) is not None:
+            return next_step(hops[0].status_code, None, (), True)
+        if not self.is_tanium_url(response.url):
+            return DONE  # another origin's answer
+        return next_step(response.status_code, None, self.refresh_status_codes)
+
+    def _away(self, request: httpx.Request, response: httpx.Response) -> Optional[str]:
+        """Where a redirect ``response`` leads (``host:port``), when it leaves the origin."""
+        location = response.headers.get("location", "")
+        try:
+            target = request.url.join(location)
+        except httpx.InvalidURL:
+            return "an unreadable location"
+        return None if self.is_tanium_url(target) else target.netloc.decode("ascii", "replace")
 
     def _recovery(
         self, request: httpx.Request, response: httpx.Response, token: str, after: int, fl: Any
     ) -> Flow:
-        status = response.status_code
+        first = response.history[0] if response.history else response
+        away = None
+        if first._request is request and 300 <= first.status_code < 400:
+            away = self._away(request, first)
+        hop = first if away is not None else response
+        status = hop.status_code
         what = "200 with an in-band auth failure" if status < 300 else str(status)
-        cause = f"{request.method} {request.url} answered {what}"
+        where = f" to {away} (another origin)" if away is not None else ""
+        cause = f"{request.method} {request.url} answered {what}{where}"
         return self._core.policy.recover(fl, token, cause, _shown(response), self.refresh, after)
 
     def _slow_token(self, request: httpx.Request, flights: Any) -> Optional[str]:

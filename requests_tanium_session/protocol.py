@@ -22,15 +22,21 @@ from .exceptions import AuthServiceUnavailable, InvalidToken, LoginError, Tanium
 __all__ = [
     "API_TOKEN_PREFIX",
     "AUTH_PATH",
+    "CLOUD_SUFFIXES",
     "CONSOLE_PATH",
     "DEFAULT_EXPIRES_AFTER",
     "DEFAULT_LOGIN_TIMEOUT",
     "DEFAULT_LOGOUT_TIMEOUT",
     "DEFAULT_REFRESH_STATUS_CODES",
     "DEFAULT_REVALIDATE_AFTER",
+    "ENV_DOMAIN",
+    "ENV_PASSWORD",
     "ENV_SESSION",
     "ENV_URL",
+    "ENV_USER",
     "HEADER",
+    "LOGIN_ROUTES",
+    "REST_LOGIN_PATH",
     "Call",
     "Kind",
     "Verdict",
@@ -38,12 +44,15 @@ __all__ = [
     "check_token",
     "console_call",
     "is_api_token",
+    "is_cloud",
     "judge_logout",
     "judge_soap",
     "judge_token",
     "judge_version",
+    "login_body",
     "login_call",
     "logout_call",
+    "rest_login_call",
     "special_paths",
     "token_shaped",
     "uid_of",
@@ -68,8 +77,15 @@ SOAP_PATH: Final = "/soap"
 #: The API Gateway (GraphQL): its 2xx answers do not confirm the session.
 GATEWAY_PATH: Final = "/plugin/products/gateway/graphql"
 
-#: Hosts of Tanium Cloud, which takes API tokens only.
-CLOUD_SUFFIX: Final = ".cloud.tanium.com"
+#: Logs in with JSON credentials, answering ``{"data": {"session": ...}}``.
+REST_LOGIN_PATH: Final = "/api/v2/session/login"
+
+#: Hosts of Tanium Cloud, which takes API tokens only (``tk-<customer>.titankube.com``,
+#: ``tk-<customer>-api.titankube.com``, ``<customer>-api.cloud.tanium.com``).
+CLOUD_SUFFIXES: Final = (".titankube.com", ".cloud.tanium.com")
+
+#: Credential login routes: ``POST /auth`` with headers, or the REST login.
+LOGIN_ROUTES: Final = ("auth", "rest")
 
 #: Unauthenticated console configuration carrying ``serverVersion``.
 CONSOLE_PATH: Final = "/config/console.json"
@@ -80,6 +96,9 @@ API_TOKEN_PREFIX: Final = "token-"
 #: Environment variables read by ``from_env()`` and the command line.
 ENV_URL: Final = "TANIUM_URL"
 ENV_SESSION: Final = "TANIUM_SESSION"
+ENV_USER: Final = "TANIUM_USER"
+ENV_PASSWORD: Final = "TANIUM_PASSWORD"
+ENV_DOMAIN: Final = "TANIUM_DOMAIN"
 
 #: Headers whose values are secrets: redacted wherever a request is kept.
 SECRET_HEADERS: Final = frozenset(
@@ -174,6 +193,11 @@ def special_paths(base_url: str) -> dict[str, str]:
     return {prefix + SOAP_PATH: SOAP_PATH, prefix + GATEWAY_PATH: GATEWAY_PATH}
 
 
+def is_cloud(host: str) -> bool:
+    """True for a Tanium Cloud host (it takes API tokens only)."""
+    return host.lower().rstrip(".").endswith(CLOUD_SUFFIXES)
+
+
 def is_api_token(token: str) -> bool:
     """True for a Tanium API token (``token-…``), False for a session id."""
     return token.startswith(API_TOKEN_PREFIX)
@@ -211,7 +235,9 @@ class Call:
     headers: Mapping[str, str] = field(default_factory=dict, repr=False)
     json: Any = field(default=None, repr=False)
     limit: int = MAX_TOKEN_LENGTH  # largest body read; a longer one is malformed
-    api: bool = False  # the answer is REST JSON, not a text token
+    #: How the answer says "ok": ``text`` (the token as text), ``alive`` (any 2xx: the
+    #: token sent lives) or ``json`` (``{"data": {"session": ...}}``).
+    shape: str = "text"
     sent: Optional[str] = field(default=None, repr=False)  # the token it carries
 
 
@@ -220,7 +246,7 @@ def validate_call(token: str) -> Call:
     for API tokens (a 2xx: alive)."""
     if is_api_token(token):
         return Call("GET", CURRENT_PATH, headers={HEADER: token}, limit=MAX_JSON_BYTES,
-                    api=True, sent=token)  # fmt: skip
+                    shape="alive", sent=token)  # fmt: skip
     return Call("POST", AUTH_PATH, headers={HEADER: token}, sent=token)
 
 
@@ -253,6 +279,31 @@ def login_headers(
     return headers
 
 
+def _plain(name: str, value: object, required: bool = False) -> str:
+    """``value`` as a credential field: a str, and printable ASCII where it travels in
+    a header; never shown in a message."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, not {type(value).__name__}")
+    if required and not value:
+        raise ValueError(f"{name} must not be empty")
+    return value
+
+
+def login_body(username: str, password: str, domain: str = "") -> dict[str, str]:
+    """The JSON body of a REST login; ``ValueError``/``TypeError`` never show a value."""
+    body = {"username": _plain("username", username, True),
+            "password": _plain("password", password, True)}  # fmt: skip
+    body["domain"] = _plain("domain", domain)
+    if domain != domain.strip():
+        raise ValueError("domain must not start or end with whitespace")
+    return body
+
+
+def rest_login_call(body: Mapping[str, str]) -> Call:
+    """Log in with credentials: ``POST /api/v2/session/login`` with a JSON body."""
+    return Call("POST", REST_LOGIN_PATH, json=dict(body), limit=MAX_JSON_BYTES, shape="json")
+
+
 def login_call(headers: Mapping[str, str]) -> Call:
     """Log in with credentials: ``POST /auth`` with the headers of :func:`login_headers`."""
     return Call("POST", AUTH_PATH, headers=dict(headers))
@@ -267,7 +318,7 @@ def logout_call(token: str, every: bool = False) -> Call:
 
 def console_call() -> Call:
     """Read ``/config/console.json`` (no auth)."""
-    return Call("GET", CONSOLE_PATH, limit=MAX_CONSOLE_BYTES, api=True)
+    return Call("GET", CONSOLE_PATH, limit=MAX_CONSOLE_BYTES, shape="json")
 
 
 # -- how to judge an answer ----------------------------------------------------------
@@ -328,66 +379,96 @@ def _json(body: bytes) -> Any:
         return None
 
 
+def _refused(call: Call) -> str:
+    """What a 4xx to ``call`` means, in words."""
+    if call.sent is None:
+        return "the credentials were refused"
+    if call.shape == "alive":
+        return (
+            "the API token was rejected: it may have expired, been revoked or rotated, "
+            "or this client's address is not in its trusted list"
+        )
+    return "the session was rejected: it expired or was revoked"
+
+
 def judge_token(call: Call, status: int, body: Optional[bytes]) -> Verdict:
     """Judge the answer to a validate or login ``call``.
 
     ``body`` is None when it was longer than ``call.limit``.
     """
-    if call.sent is None:
-        refused = "the credentials were refused"
-    elif call.api:
-        refused = (
-            "the API token was rejected: it may have expired, been revoked or rotated, "
-            "or this client's address is not in its trusted list"
-        )
-    else:
-        refused = "the session was rejected: it expired or was revoked"
-    if call.api:  # GET /api/v2/session/current: any 2xx means the token lives
+    if call.shape == "alive":  # GET /api/v2/session/current: any 2xx means the token lives
         if 200 <= status < 300:
             return Verdict(Kind.OK, f"answered {status}", token=call.sent)
-        return _status_verdict(status, refused)
+        return _status_verdict(status, _refused(call))
     if status != 200:
-        return _status_verdict(status, refused)
+        return _status_verdict(status, _refused(call))
     if body is None:
         return Verdict(Kind.MALFORMED, "answered 200 with a body too long to be a token")
-    try:
-        value: Optional[str] = body.decode("ascii")
-    except UnicodeDecodeError:
-        value = None
-    if not isinstance(value, str) or not token_shaped(value, call.sent):
+    value = _session_in_json(body) if call.shape == "json" else _text(body)
+    if value is None or not token_shaped(value, call.sent):
         looks = body.lstrip()[:64].lower()
+        if call.shape == "json":
+            return Verdict(Kind.MALFORMED, "answered 200 without a session in its JSON")
         if looks.startswith((b"<!doctype html", b"<html", b"<?xml", b"{", b"[")):
             return Verdict(Kind.MALFORMED, f"answered 200 with a page, not a token: {CHECK_URL}")
         return Verdict(Kind.MALFORMED, "answered 200 with something that is not a token")
     return Verdict(Kind.OK, "answered 200", token=value)
 
 
-_SOAP_COMMAND = re.compile(rb"<command>(.*?)</command>", re.DOTALL)
-_SOAP_SESSION = re.compile(rb"<session>([^<]*)</session>")
+def _text(body: bytes) -> Optional[str]:
+    try:
+        return body.decode("ascii")
+    except UnicodeDecodeError:
+        return None
+
+
+def _session_in_json(body: bytes) -> Optional[str]:
+    """``data.session`` of a REST answer (a bare ``session`` tolerated), or None."""
+    data = _json(body)
+    if isinstance(data, dict) and isinstance(data.get("data"), dict):
+        data = data["data"]
+    value = data.get("session") if isinstance(data, dict) else None
+    return value if isinstance(value, str) else None
+
+
 _SOAP_FAILURES = (b"403", b"forbidden", b"rbacinsufficientprivilege")
+
+#: ``<command>`` names (lower-cased prefix) that make a new session: the ``<session>``
+#: of their answer is the caller's data, never a rotation of the caller's session.
+_NEW_SESSION_COMMANDS = (b"newsession",)
 
 #: Largest answer the auth reads itself: a 401/403 before its check (so a waiter holds
 #: no connection), a SOAP 200 for in-band failures and a new ``<session>``.
 MAX_ANSWER_BYTES: Final = 1 << 20
 
 
+def _element(body: bytes, name: bytes) -> Optional[bytes]:
+    """The text of the first ``<name>...</name>`` in ``body`` (two linear scans)."""
+    start = body.find(b"<%s>" % name)
+    if start < 0:
+        return None
+    start += len(name) + 2
+    end = body.find(b"</%s>" % name, start)
+    return None if end < 0 else body[start:end]
+
+
 def judge_soap(body: bytes, sent: str) -> tuple[bool, Optional[str]]:
-    """A SOAP 200: ``(failed, session)``. ``failed`` when its ``<command>`` reports an
-    auth failure in-band (403/Forbidden for a dead session, RBACInsufficientPrivilege
-    for a missing permission: one validation tells them apart); ``session`` is a
-    token-shaped ``<session>`` that differs from ``sent``, else None."""
-    command = _SOAP_COMMAND.search(body)
-    failed = command is not None and any(w in command.group(1).lower() for w in _SOAP_FAILURES)
-    match = _SOAP_SESSION.search(body)
-    new: Optional[str] = None
-    if match is not None and not failed:
-        try:
-            value = match.group(1).decode("ascii")
-        except UnicodeDecodeError:
-            value = ""
-        if value and value != sent and token_shaped(value, sent):
-            new = value
-    return failed, new
+    """A SOAP 200: ``(failed, session)``, in time linear in its size. ``failed`` when
+    its ``<command>`` reports an auth failure in-band (403/Forbidden for a dead session,
+    RBACInsufficientPrivilege for a missing permission: one validation tells them
+    apart); ``session`` is a token-shaped ``<session>`` that differs from ``sent``, when
+    it is a rotation of it (never from a command that makes a new session), else None."""
+    command = _element(body, b"command")
+    said = (command or b"").strip().lower()
+    if any(word in said for word in _SOAP_FAILURES):
+        return True, None
+    if said.startswith(_NEW_SESSION_COMMANDS):
+        return False, None
+    raw = _element(body, b"session")
+    value = _text(raw) if raw is not None else None
+    if value and value != sent and token_shaped(value, sent):
+        return False, value
+    return False, None
 
 
 def judge_logout(status: int) -> Verdict:

@@ -432,3 +432,40 @@ def test_console_script_is_installed() -> None:
         pytest.skip("package not installed in this interpreter's environment")
     proc = subprocess.run([str(script), "--version"], capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0 and __version__ in proc.stdout
+
+
+# -- login (issue 28) ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("route", ["auth", "rest"])
+def test_login_prints_a_new_session_by_either_route(server: TaniumServer, route: str) -> None:
+    env = {
+        "TANIUM_URL": server.url,
+        "TANIUM_USER": "admin",
+        "TANIUM_PASSWORD": "local-tanium-password",
+    }
+    proc = run("login", "--login", route, "--json", env=env)
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout)
+    assert info["login"] == route and server.is_valid(info["session"])
+    assert server.count("/api/v2/session/login") == (1 if route == "rest" else 0)
+    assert server.auth_calls["login"] == (1 if route == "auth" else 0)
+    assert "local-tanium-password" not in proc.stdout + proc.stderr
+    text = run("login", "--login", route, env=env)
+    assert f"export TANIUM_SESSION={server.issued[-1]}" in text.stdout
+
+
+def test_login_refused_is_rejected_and_shows_no_password(server: TaniumServer) -> None:
+    env = {"TANIUM_URL": server.url, "TANIUM_USER": "admin", "TANIUM_PASSWORD": "not-the-pass"}
+    proc = run("login", "--login", "rest", env=env)
+    assert proc.returncode == 1 and "credentials were refused" in proc.stderr
+    assert "not-the-pass" not in proc.stdout + proc.stderr
+    _no_traceback(proc)
+
+
+def test_login_without_credentials_or_with_an_unknown_route(server: TaniumServer) -> None:
+    proc = run("login", env={"TANIUM_URL": server.url})
+    assert proc.returncode == 2 and "TANIUM_USER" in proc.stderr
+    proc = run("login", "--login", "secret-route", env={"TANIUM_URL": server.url})
+    assert proc.returncode == 2 and "secret-route" not in proc.stderr
+    _no_traceback(proc)

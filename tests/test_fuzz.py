@@ -222,6 +222,7 @@ class TaniumWorld(RuleBasedStateMachine):
 
     @rule()
     def redirect_away(self) -> None:
+        self.justified += 1  # a redirect to another origin is judged like a 401: one check
         self.server.redirect("/api/v2/sensors", self.foreign.url + "/api/v2/sensors")
 
     @rule()

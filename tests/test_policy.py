@@ -247,3 +247,76 @@ def test_stale_check_locks_validates_publishes_and_unlocks() -> None:
         (Exchange, auth_says(200, SENT.encode())), (StoreOp, store), (StoreOp, store),
     )  # fmt: skip
     assert got == SENT and ops == ["read", "lock", "read", "publish", "unlock"]
+
+
+# -- Tanium Cloud, REST logins and what makes a new session (issue 28) -----------------------
+
+
+@pytest.mark.parametrize(
+    "host", ["tk-acme.titankube.com", "tk-acme-api.titankube.com", "acme-api.cloud.tanium.com"]
+)
+def test_a_refused_login_at_any_cloud_host_says_to_use_an_api_token(host: str) -> None:
+    flow = login(Credentials(login_headers("admin", "secret")), 5)
+    with pytest.raises(LoginError, match="API token") as info:
+        answer(flow, Reply(401, b"", f"https://{host}/auth"))
+    assert "from_credentials" not in str(info.value) and "secret" not in str(info.value)
+
+
+def test_a_dead_api_token_at_a_cloud_host_names_the_api_token_route() -> None:
+    token = "token-" + "ab" * 20
+    lock = threading.Lock()
+    policy = Policy("https://tk-acme.titankube.com", TokenState(token, lock),
+                    login_timeout=5, logout_timeout=5, expires_after=295)  # fmt: skip
+    fl = Flights(lock)
+
+    def dead(effect: Any) -> Reply:
+        assert effect.call.path == "/api/v2/session/current"
+        return Reply(401, b"", "https://tk-acme.titankube.com/api/v2/session/current")
+
+    flow = policy.recover(fl, token, "GET /x answered 401", None, None, fl.started)
+    with pytest.raises(LoginError) as info:
+        drive(flow, fl, (Lead, lead), (Exchange, dead))
+    message = str(info.value)
+    assert "new API token" in message and "from_credentials" not in message
+    assert token not in message
+
+
+def test_the_same_death_on_prem_names_from_credentials() -> None:
+    policy, fl = parts()
+    flow = policy.recover(fl, SENT, "GET /x answered 401", None, None, fl.started)
+    with pytest.raises(LoginError, match=r"from_credentials\(\)"):
+        drive(flow, fl, (Lead, lead), (Exchange, auth_says(401)))
+
+
+def test_a_rest_login_reads_the_session_from_json() -> None:
+    from requests_tanium_session.protocol import login_body
+
+    credentials = Credentials({}, "rest", login_body("admin", "secret", "CORP"))
+    flow = login(credentials, 5)
+    effect = next(flow)
+    assert effect.call.path == "/api/v2/session/login" and effect.call.json == {
+        "username": "admin", "password": "secret", "domain": "CORP"}  # fmt: skip
+    with pytest.raises(StopIteration) as done:
+        flow.send(Reply(200, json_body({"data": {"session": NEW}}), URL + effect.call.path))
+    assert done.value.value == NEW
+
+
+def json_body(data: Any) -> bytes:
+    import json
+
+    return json.dumps(data).encode()
+
+
+@pytest.mark.parametrize(
+    "command", ["NewSessionAsExclusiveUserGroup", "NewSession", "newsessionasexclusiveusergroup"]
+)
+def test_judge_soap_never_offers_a_session_a_command_made(command: str) -> None:
+    body = f"<command>{command}</command><session>{NEW}</session>".encode()
+    assert judge_soap(body, SENT) == (False, None)
+
+
+def test_judge_soap_is_linear_in_the_answers_size() -> None:
+    body = b"<command>" * 120_000  # 1 MiB of openings that never close
+    began = time.perf_counter()
+    assert judge_soap(body, SENT) == (False, None)
+    assert time.perf_counter() - began < 0.5

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import json
 import logging
+import re
 import secrets
 import socket
 import ssl
 import threading
 import time
+import xml.sax.saxutils
 from collections import Counter, deque
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -91,6 +94,7 @@ class Recorded:
     path: str
     headers: Mapping[str, str] = field(repr=False)  # lower-cased names; may hold secrets
     status: int = 0
+    body: bytes = field(default=b"", repr=False)  # may hold secrets (a JSON login)
 
 
 @dataclass
@@ -186,25 +190,31 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         owner = self.server.owner
-        path = urlsplit(self.path).path
+        routed = owner._route(urlsplit(self.path).path)
         headers = {k.lower(): v for k, v in self.headers.items()}
+        if routed is None:  # outside the server's path prefix
+            owner._record(self.command, urlsplit(self.path).path, headers, 404, body=body)
+            self._send(404, b'{"text": "not found"}', dict(_JSON))
+            return
+        path = routed
+        record = functools.partial(owner._record, self.command, path, headers, body=body)
         fault = owner._take_fault(path)
         if fault is not None:
             if fault.delay:
                 time.sleep(fault.delay)
             if fault.drop or fault.raw is not None:
-                owner._record(self.command, path, headers, 0)
+                record(0)
                 self.close_connection = True
                 if fault.raw is not None:
                     with contextlib.suppress(OSError):
                         self.wfile.write(fault.raw)
                 return
             if fault.trickle or fault.endless or fault.chunked:
-                owner._record(self.command, path, headers, fault.status)
+                record(fault.status)
                 self._stream(fault)
                 return
             if fault.partial:
-                owner._record(self.command, path, headers, fault.status)
+                record(fault.status)
                 self.send_response(fault.status)
                 self.send_header("Content-Length", str(len(fault.body) + 100))
                 self.end_headers()
@@ -213,11 +223,11 @@ class _Handler(BaseHTTPRequestHandler):
                 self.close_connection = True
                 return
             if not fault.passthrough:
-                owner._record(self.command, path, headers, fault.status)
+                record(fault.status)
                 self._send(fault.status, fault.body, dict(fault.headers))
                 return
         status, payload, extra = owner._answer(self.command, path, headers, body)
-        owner._record(self.command, path, headers, status)
+        record(status)
         self._send(status, payload, extra)
 
     def _stream(self, fault: Fault) -> None:
@@ -278,25 +288,105 @@ def _json(status: int, data: Any) -> tuple[int, bytes, dict[str, str]]:
     return status, json.dumps(data).encode(), dict(_JSON)
 
 
+def _listed(items: list[dict[str, Any]]) -> tuple[int, bytes, dict[str, str]]:
+    """A REST list as real servers send it: the items, then a ``collectionInfo`` element
+    that is not one of them (XSOAR drops the last element of every list)."""
+    info = {"collectionInfo": {"amount": len(items), "pageSize": 100, "start": 0}}
+    return _json(200, {"data": [*items, info]})
+
+
+_SENSORS = [
+    {"id": 1, "name": "Computer Name", "hash": 3409330187, "category": "Reserved"},
+    {"id": 2, "name": "IP Address", "hash": 3209138996, "category": "Network"},
+]
+
+_SYSTEM_STATUS = [
+    {"computer_id": 1, "host_name": "win-01.example.com", "status": "Leader",
+     "last_registration": "2019-05-06T14:10:28", "full_version": "7.2.314.3476"},
+    {"computer_id": 2, "host_name": "mac-02.example.com", "status": "Normal",
+     "last_registration": "2019-05-06T14:10:31", "full_version": "7.2.314.3476"},
+]  # fmt: skip
+
+_SOAP_ANSWER = (
+    '<?xml version="1.0" encoding="UTF-8"?>'
+    '<soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/" '
+    'xmlns:xsd="http://www.w3.org/2001/XMLSchema" '
+    'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">'
+    '<soap:Body><t:return xmlns:t="urn:TaniumSOAP">'
+    "<command>{command}</command><session>{session}</session>"
+    "<ID>1</ID><IDType>{tag}</IDType>{result}<server_version>{version}</server_version>"
+    "</t:return></soap:Body></soap:Envelope>"
+)
+
+
+def _xml(text: str) -> str:
+    return xml.sax.saxutils.escape(text)
+
+
+def _soap_objects() -> dict[str, str]:
+    sensors = "".join(
+        f"<sensor><id>{s['id']}</id><name>{s['name']}</name><hash>{s['hash']}</hash>"
+        f"<category>{s['category']}</category></sensor>"
+        for s in _SENSORS
+    )
+    statuses = "".join(
+        "<client_status>" + "".join(f"<{k}>{v}</{k}>" for k, v in item.items()) + "</client_status>"
+        for item in _SYSTEM_STATUS
+    )
+    users = f"<user><id>{DEFAULT_USER[2]}</id><name>{DEFAULT_USER[0]}</name><domain/></user>"
+    return {
+        "sensors": f"<sensors>{sensors}</sensors>",
+        "users": f"<users>{users}</users>",
+        "system_status": f"<system_status>{statuses}</system_status>",
+    }
+
+
+#: ``GetObject`` answers by the plural of the requested object's tag.
+_SOAP_OBJECTS = _soap_objects()
+
+
+_SOAP_COMMAND = re.compile(rb"<command>([^<]{0,200})</command>")
+_SOAP_OBJECT_LIST = re.compile(rb"<object_list>\s*(.{0,65536}?)\s*</object_list>", re.DOTALL)
+_SOAP_TAG = re.compile(rb"<([A-Za-z_][\w.-]{0,100})")
+
+
+def _soap_request(body: bytes) -> tuple[str, str, str]:
+    """The command, the first object's tag and the object list of a SOAP request."""
+    command = _SOAP_COMMAND.search(body)
+    objects = _SOAP_OBJECT_LIST.search(body)
+    listed = objects.group(1) if objects else b""
+    tag = _SOAP_TAG.match(listed)
+    return (
+        command.group(1).decode("utf-8", "replace").strip() if command else "GetObject",
+        tag.group(1).decode("ascii") if tag else "",
+        listed.decode("utf-8", "replace"),
+    )
+
+
 class TaniumServer:
     """A local Tanium server on ``127.0.0.1`` (TLS when given a certificate).
 
     Use as a context manager or call ``start()``/``stop()``; ``url`` is its base URL.
     TLS: pass ``certfile`` (and ``keyfile``) or a server ``ssl_context``.
 
-    Endpoints:
+    Endpoints (under ``prefix`` when given, as behind a reverse proxy):
 
-    - ``POST /auth``: with ``session``, validates (answers the token as text; a new
-      one when ``rotate_on_validate``) or, with ``logout: 0``/``1``, logs out; with
-      base64 ``username``/``password`` headers, logs in. A dead session answers
-      ``auth_reject_status`` (401).
+    - ``POST /auth`` (and ``GET /auth``, as pytan 2 sends it): with ``session``,
+      validates (answers the token as text; a new one when ``rotate_on_validate``) or,
+      with ``logout: 0``/``1``, logs out; with base64 ``username``/``password`` headers,
+      logs in. A dead session answers ``auth_reject_status`` (401).
     - ``POST /api/v2/session/login`` (JSON credentials), ``…/validate`` and
       ``…/logout`` (JSON ``{"session": token}``): ``{"data": {"session": …}}``.
     - ``GET /config/console.json``: ``{"serverVersion": version, …}``, no auth.
-    - Protected, with a live ``session`` header (else ``dead_status``, 403):
-      ``/api/v2/sensors`` (two sensors), ``/api/v2/echo`` (method, uid, body),
-      ``/api/v2/system_status``, ``/soap`` (XML), and the paths in ``denied_paths``
-      (403 to a live session: "permission denied"); other ``/api/v2/`` paths 404.
+    - ``GET /info.json`` (a live session): ``Diagnostics`` with ``Settings/Version``.
+    - Protected, with a live ``session`` header (else ``dead_status``, 403, or a 302 to
+      ``sign_in_redirect``): ``/api/v2/sensors``, ``/api/v2/users`` and
+      ``/api/v2/system_status`` (REST lists ending in a ``collectionInfo`` element, as
+      real servers send them; a trailing slash is the same path), ``/api/v2/echo``
+      (method, uid, body), ``/soap`` (namespaced envelopes carrying the request's own
+      command, the session and ``server_version``; ``GetObject`` answers sensors, users
+      or system status), and the paths in ``denied_paths`` (403 to a live session:
+      "permission denied"); other ``/api/v2/`` paths 404.
 
     Attributes a test may read or set:
 
@@ -332,7 +422,12 @@ class TaniumServer:
         dead_status: int = 403,
         auth_reject_status: int = 401,
         record: int = 10_000,
+        prefix: str = "",
     ) -> None:
+        if prefix and (not prefix.startswith("/") or prefix.endswith("/")):
+            raise ValueError("prefix must start with '/' and not end with one, like '/tanium'")
+        #: A path prefix the server answers under (a reverse proxy's), like ``/tanium``.
+        self.prefix = prefix
         if certfile is not None:
             if ssl_context is not None:
                 raise ValueError("pass ssl_context= or certfile=, not both")
@@ -353,6 +448,9 @@ class TaniumServer:
         self.rotate_on_soap = False
         #: Answer SOAP to a live session with ``RBACInsufficientPrivilege`` in-band.
         self.soap_denied = False
+        #: Answer a REST request with a dead session by a 302 to this URL (a sign-in
+        #: page on another origin, as a Cloud gateway does), not ``dead_status``.
+        self.sign_in_redirect: Optional[str] = None
         #: Credential logins that asked for a persistent session (``persistent: 1``).
         self.persistent_logins = 0
         #: Paths that answer 403 to a live session: "permission denied".
@@ -433,7 +531,7 @@ class TaniumServer:
     def url(self) -> str:
         """Base URL, ``http://127.0.0.1:PORT`` or ``https://…``."""
         scheme = "https" if self.ssl_context is not None else "http"
-        return f"{scheme}://{self.host}:{self._port}"
+        return f"{scheme}://{self.host}:{self._port}{self.prefix}"
 
     def __repr__(self) -> str:
         return f"TaniumServer(url={self.url!r}, sessions={len(self._sessions)})"
@@ -582,12 +680,23 @@ class TaniumServer:
         """Recorded requests, optionally for one path."""
         return (r for r in list(self.requests) if path is None or r.path == path)
 
-    def _record(self, method: str, path: str, headers: dict[str, str], status: int) -> None:
+    def _record(
+        self, method: str, path: str, headers: dict[str, str], status: int, body: bytes = b""
+    ) -> None:
         with self._lock:
             self.counts[path] += 1
             self.statuses[(path, status)] += 1
             if self._record_on:
-                self.requests.append(Recorded(method, path, headers, status))
+                self.requests.append(Recorded(method, path, headers, status, body))
+
+    def _route(self, path: str) -> Optional[str]:
+        """``path`` below the server's prefix (None: outside it)."""
+        prefix = self.prefix
+        if not prefix:
+            return path
+        if path != prefix and not path.startswith(prefix + "/"):
+            return None
+        return path[len(prefix) :] or "/"
 
     # -- the protocol ---------------------------------------------------------
 
@@ -613,16 +722,20 @@ class TaniumServer:
     def _answer(
         self, method: str, path: str, headers: dict[str, str], body: bytes
     ) -> tuple[int, bytes, dict[str, str]]:
+        if path != "/" and path.endswith("/"):
+            path = path.rstrip("/")  # real servers answer /api/v2/sensors/ as well
         if path == "/config/console.json":
             return _json(200, {"serverVersion": self.version, "consoleVersion": self.version})
-        if path == "/auth" and method == "POST":
+        if path == "/auth" and method in ("POST", "GET"):  # pytan 2 sends GET
             return self._auth(headers)
+        if path == "/info.json" and method == "GET":
+            return self._info(headers)
         if path == CURRENT_PATH and method == "GET":
             return self._current(headers)
         if path.startswith("/api/v2/session/") and method == "POST":
             return self._session_api(path, headers, body)
         if path == "/soap":
-            return self._soap(headers)
+            return self._soap(headers, body)
         if path == GATEWAY_PATH:
             return self._gateway(headers)
         if path.startswith("/api/v2/"):
@@ -711,8 +824,24 @@ class TaniumServer:
         ``dead_status``."""
         if token in self._rejected:
             self.used_after_rejection += 1
+        if self.sign_in_redirect is not None:
+            return 302, b"", {"Location": self.sign_in_redirect, "Content-Type": "text/html"}
         status = 401 if token.startswith("token-") else self.dead_status
         return _json(status, {"text": "not a valid session"})
+
+    def _info(self, headers: dict[str, str]) -> tuple[int, bytes, dict[str, str]]:
+        """``/info.json`` (with a live session): diagnostics whose ``Settings`` hold the
+        ``Version``, as pytan 2 and pytan3 read it."""
+        token = headers.get("session", "")
+        with self._lock:
+            if not token or self._touch(token) is None:
+                return _json(403, {"text": "not a valid session"})
+            live = len(self._sessions)
+        settings = [{"Version": self.version}, {"Session Expiration Seconds": 300}]
+        cache = [{"Active Question Estimate": 0}, {"Active Client Estimate": 2}]
+        diagnostics = [{"Settings": settings}, {"Active Question Cache": cache},
+                       {"Sessions": [{"Live": live}]}]  # fmt: skip
+        return _json(200, {"Diagnostics": diagnostics})
 
     def _current(self, headers: dict[str, str]) -> tuple[int, bytes, dict[str, str]]:
         token = headers.get("session", "")
@@ -723,27 +852,41 @@ class TaniumServer:
                 return _json(401, {"text": "not a valid session"})
             return _json(200, {"data": {"id": sess.uid}})
 
-    def _soap(self, headers: dict[str, str]) -> tuple[int, bytes, dict[str, str]]:
-        """SOAP answers 200, failures in-band; every answer carries ``<session>``."""
+    def _soap(self, headers: dict[str, str], body: bytes) -> tuple[int, bytes, dict[str, str]]:
+        """SOAP answers 200, failures in-band, in the envelope real servers send: the
+        request's own ``<command>``, ``<session>``, ``<server_version>`` and, for
+        ``GetObject``, a small object set (sensors, users, system status)."""
         token = headers.get("session", "")
+        command, tag, objects = _soap_request(body)
         with self._lock:
             sess = self._touch(token) if token else None
             if sess is None or not sess.trusted:
                 if token in self._rejected:
                     self.used_after_rejection += 1
-                command, token = "ERROR: 403 Forbidden", ""
+                command, token, result = "ERROR: 403 Forbidden", "", ""
             elif self.soap_denied:
-                command = "RBACInsufficientPrivilege"
+                command, result = "RBACInsufficientPrivilege", ""
             else:
-                command = "GetObject"
-                if self.rotate_on_soap:
+                result = self._soap_result(command, tag, objects)
+                if command.lower().startswith("newsession"):
+                    token = self._issue(sess.uid)  # a new session: the caller's own stays
+                elif self.rotate_on_soap:
                     del self._sessions[token]
                     token = self._issue(sess.uid)
-        xml = (
-            f"<soap:Envelope><soap:Body><t:return><command>{command}</command><session>{token}</session>"
-            "<ID>1</ID><result_object/></t:return></soap:Body></soap:Envelope>"
-        )
+        xml = _SOAP_ANSWER.format(
+            command=_xml(command), session=token, tag=_xml(tag or "object"), result=result,
+            version=_xml(self.version),
+        )  # fmt: skip
         return 200, xml.encode(), {"Content-Type": "text/xml;charset=UTF-8"}
+
+    def _soap_result(self, command: str, tag: str, objects: str) -> str:
+        """What a live session's SOAP ``command`` answers (the lock is held)."""
+        if command in ("GetResultInfo", "GetResultData", "GetMergedResultData"):
+            return "<ResultXML><![CDATA[<result_sets><result_set/></result_sets>]]></ResultXML>"
+        if command != "GetObject":
+            return f"<result_object>{objects}</result_object>"  # what was added or changed
+        plural = tag if tag.endswith("s") else tag + "s"
+        return f"<result_object>{_SOAP_OBJECTS.get(plural, f'<{plural}/>')}</result_object>"
 
     def _gateway(self, headers: dict[str, str]) -> tuple[int, bytes, dict[str, str]]:
         """The API Gateway: the same header; it does not slide the idle clock."""
@@ -766,14 +909,15 @@ class TaniumServer:
         if path in self.denied_paths:
             return _json(403, {"text": "permission denied"})
         if path == "/api/v2/sensors":
-            return _json(
-                200, {"data": [{"id": 1, "name": "Computer Name"}, {"id": 2, "name": "IP Address"}]}
-            )
+            return _listed([dict(s) for s in _SENSORS])
         if path == "/api/v2/echo":
             return _json(
                 200,
                 {"data": {"method": method, "uid": uid, "body": body.decode("utf-8", "replace")}},
             )
         if path == "/api/v2/system_status":
-            return _json(200, {"data": [{"status": "ok"}]})
+            return _listed([dict(s) for s in _SYSTEM_STATUS])
+        if path == "/api/v2/users":
+            return _listed([{"id": u.uid, "name": u.name, "domain": u.domain}
+                            for u in list(self._users.values())])  # fmt: skip
         return _json(404, {"text": "not found"})
