@@ -48,6 +48,8 @@ class Held:
             return fleet.read(budget)
         if effect.op == "publish":
             fleet.publish(*effect.args, budget=budget)
+        elif effect.op == "busy":
+            fleet.publish_busy(*effect.args, budget=budget)
         elif effect.op == "lock":
             if self.depth == 0:
                 self.handle = fleet.acquire(*effect.args, budget=budget)

@@ -40,6 +40,7 @@ __all__ = [
     "RefreshMisuse",
     "Reply",
     "StoreOp",
+    "holder_time",
     "store_budget",
     "store_op",
 ]
@@ -60,14 +61,25 @@ class Reply(Protocol):
     @property
     def response(self) -> Any: ...  # the front-end's response, secrets redacted, or None
 
+    @property
+    def retry_after(self) -> Optional[float]: ...  # seconds its Retry-After asks for
+
 
 class Answered:
     """A :class:`Reply` as a wire that builds its own hands it back."""
 
-    __slots__ = ("body", "response", "status", "url")
+    __slots__ = ("body", "response", "retry_after", "status", "url")
 
-    def __init__(self, status: int, body: Optional[bytes], url: str, response: Any = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        body: Optional[bytes],
+        url: str,
+        response: Any = None,
+        retry_after: Optional[float] = None,
+    ) -> None:
         self.status, self.body, self.url, self.response = status, body, url, response
+        self.retry_after = retry_after
 
 
 class Exchange:
@@ -128,10 +140,18 @@ def store_budget(login_timeout: float) -> float:
     return min(STORE_BUDGET, login_timeout / 4)
 
 
+def holder_time(login_timeout: float) -> float:
+    """The longest a fleet-lock holder may keep the lock: a validation and a login
+    (``login_timeout`` each) and its store operations. Waiters wait that long, and the
+    lease outlasts it."""
+    return 2 * login_timeout + 4 * store_budget(login_timeout)
+
+
 def store_op(op: str, login_timeout: float, *args: Any) -> StoreOp:
     """A fleet operation of a flow whose server calls take ``login_timeout``: the lock
-    waits for one such call, every other operation gets :func:`store_budget`."""
-    wait = (login_timeout,) if op == "lock" else ()
+    waits for what its holder may do (:func:`holder_time`), every other operation gets
+    :func:`store_budget`."""
+    wait = (holder_time(login_timeout),) if op == "lock" else ()
     return StoreOp(op, *wait, *args, budget=store_budget(login_timeout))
 
 

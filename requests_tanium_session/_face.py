@@ -16,9 +16,11 @@ and the public names every auth carries.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import os
 import threading
+import weakref
 from collections.abc import Callable, Collection
 from typing import Any, ClassVar, NamedTuple, Optional, TypedDict, TypeVar
 
@@ -111,14 +113,48 @@ class Core:
             expires_after=check_seconds("expires_after", expires_after),
             passthrough=tuple(wire.passthrough),
         )
+        self._tasks: set[asyncio.Future[Any]] = set()  # the async work this auth owns
+        _CORES.add(self)
 
     def run(self, flow: Flow) -> Any:
-        """Drive ``flow`` blocking, through the wire's ``exchange``."""
-        return run(flow, self.wire.exchange, self.flights, self.policy.fleet)
+        """Drive ``flow`` blocking, through the wire's ``exchange``; ``on_event`` is
+        called once it has landed."""
+        try:
+            return run(flow, self.wire.exchange, self.flights, self.policy.fleet)
+        finally:
+            self.policy.counters.flush()
 
     async def arun(self, flow: Flow) -> Any:
-        """Drive ``flow`` in this task, through the wire's ``aexchange``."""
-        return await arun(flow, self.wire.aexchange, self.aflights, self.policy.fleet)
+        """Drive ``flow`` in a task this auth owns, through the wire's ``aexchange``,
+        and wait for it: a caller that is cancelled (or times out) only stops waiting,
+        the work lands for every other caller and gives back what it holds."""
+        task = asyncio.ensure_future(self._owned(flow))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(_retrieved)
+        return await asyncio.shield(task)
+
+    async def _owned(self, flow: Flow) -> Any:
+        try:
+            return await arun(flow, self.wire.aexchange, self.aflights, self.policy.fleet)
+        finally:
+            self.policy.counters.flush()
+
+    def after_fork(self) -> None:
+        """In a child process after ``fork``: one fresh lock for the state and the
+        flights, no flight, callback mark, task or breaker state of the parent."""
+        lock = threading.Lock()
+        self.state.lock = lock
+        self.flights.after_fork(lock)
+        self.policy.counters.after_fork()
+        self.policy.busy_until = 0.0
+        self._tasks = set()
+        fleet = self.policy.fleet
+        if fleet is not None:
+            fleet.after_fork()
+        reset = getattr(self.wire, "after_fork", None)
+        if reset is not None:
+            reset()
 
     def use_store(self, store: Optional[SessionStore]) -> None:
         """Share the session through ``store`` (None: this process alone)."""
@@ -145,6 +181,25 @@ class Core:
 
     def _unreadable(self, exc: BaseException) -> None:
         unreadable(self.url, exc, stacklevel=8)
+
+
+def _retrieved(task: asyncio.Future[Any]) -> None:
+    """Mark an owned task's outcome as seen (its caller may have stopped waiting)."""
+    if not task.cancelled():
+        task.exception()
+
+
+#: Every core of this process, for :func:`_after_fork_in_child`.
+_CORES: weakref.WeakSet[Core] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for core in list(_CORES):
+        core.after_fork()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX: a child starts with no flight of its parent
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def core_of(view: CoreView) -> Core:

@@ -9,10 +9,14 @@ own loop (``call_soon_threadsafe``): nothing is bound to one loop.
 Flights are numbered in the order they start, so a caller can insist on a flight that
 began after some moment (only a validation begun after a 401 arrived can judge it).
 Waiters wait no longer than the flight's deadline, which covers everything its leader
-may do. A leader that is cancelled or stopped without an outcome *hands the flight
-over*: one waiter leads again. A caller running a user callback (``refresh()``,
-``on_token_update()``) is marked, so that it can be refused instead of waiting for a
-flight it is itself part of.
+may do. The work of a flight belongs to the auth, not to the caller that started it
+(async drivers run it in a task the auth owns): a caller that is cancelled or times
+out only stops waiting. Work that itself fails without an outcome *hands the flight
+over*: one waiter leads again. A flight still registered past its deadline has lost
+its leader (a child process after ``fork``, a leader stuck beyond every bound): the
+next caller retires it and leads a new one, so no flight is handed out forever. A
+caller running a user callback (``refresh()``, ``on_token_update()``) is marked, so
+that it can be refused instead of waiting for a flight it is itself part of.
 """
 
 from __future__ import annotations
@@ -98,17 +102,48 @@ class Flights:
     ) -> Joined:
         """Under the lock: ``done()``'s result when no work is needed, else the running
         flight ``kind`` and whether this caller starts it (then it must :meth:`land`)."""
+        retired = None
         with self.lock:
             if done is not None:
                 ready = done()
                 if ready is not None:
                     return ready
             flight = self._running.get(kind)
-            if flight is not None:
+            if flight is not None and monotonic() <= flight.deadline:
                 return flight, False
+            if flight is not None:  # past its deadline: its leader is gone
+                retired = self._retire(kind, flight)
             self.started += 1
             flight = self._running[kind] = Flight(self.started, monotonic() + timeout)
-            return flight, True
+        if retired is not None:
+            self._wake(*retired)
+        return flight, True
+
+    def _retire(
+        self, kind: str, flight: Flight
+    ) -> tuple[Flight, list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]]:
+        """End ``flight`` without an outcome (under the lock); what :meth:`_wake` needs."""
+        flight.handover = flight.ended = True
+        if self._running.get(kind) is flight:
+            del self._running[kind]
+        waiters, flight.waiters = flight.waiters, []
+        return flight, waiters
+
+    @staticmethod
+    def _wake(
+        flight: Flight, waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]
+    ) -> None:
+        flight.done.set()
+        for loop, future in waiters:
+            with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
+                loop.call_soon_threadsafe(_wake, future)
+
+    def after_fork(self, lock: threading.Lock) -> None:
+        """In a child process: no flight, no callback mark and no lock of the parent."""
+        self.lock = lock
+        self._running = {}
+        self._local = threading.local()
+        self.in_callbacks = 0
 
     def lead(
         self,
@@ -151,15 +186,14 @@ class Flights:
         """End ``flight`` with ``result`` or ``error`` (or hand it over: no outcome);
         its waiters wake up, on whatever thread or event loop they wait."""
         with self.lock:
+            if flight.ended:  # retired meanwhile: its waiters lead again already
+                return
             flight.result, flight.error, flight.handover = result, error, handover
             flight.ended = True
             if self._running.get(kind) is flight:
                 del self._running[kind]
             waiters, flight.waiters = flight.waiters, []
-        flight.done.set()
-        for loop, future in waiters:
-            with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
-                loop.call_soon_threadsafe(_wake, future)
+        self._wake(flight, waiters)
 
     # -- user callbacks ---------------------------------------------------------
 

@@ -23,6 +23,7 @@ __all__ = [
     "origin_name",
     "origin_of",
     "parse_base_url",
+    "shown_url",
 ]
 
 #: ``(scheme, host, port)``: scheme and host lower-cased, the port always filled in.
@@ -118,6 +119,14 @@ def parse_base_url(url: object, allow_http: bool = False) -> tuple[str, Origin]:
             f"and /api/v2/... itself; use {base} instead"
         )
     return f"{scheme}://{netloc}{path}", origin
+
+
+def shown_url(url: object) -> str:
+    """``url`` as messages, events and log lines name it: scheme, host, port and path,
+    never userinfo, a query string or a fragment (they may carry secrets)."""
+    parts = urlsplit(str(url))
+    netloc = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=netloc, query="", fragment="").geturl()
 
 
 def origin_name(origin: Origin) -> str:

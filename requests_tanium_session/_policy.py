@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from time import monotonic
@@ -31,6 +30,7 @@ from ._effects import (
     RefreshMisuse,
     Reply,
     StoreOp,
+    holder_time,
     store_budget,
     store_op,
 )
@@ -118,8 +118,15 @@ class Adoption:
     fresh: bool  # usable now; otherwise adopt it, then validate it
 
 
-#: How far in the future a record's ``confirmed_at`` may be (clocks of a fleet differ).
+#: How far in the future a record may seem (a store without a clock of its own).
 CLOCK_SKEW = 5.0
+
+#: Seconds ``/auth`` is left alone after a busy answer without ``Retry-After`` (5xx,
+#: 408, 429, a timeout, a refused connection).
+BUSY_PAUSE = 2.0
+
+#: The longest a ``Retry-After`` keeps ``/auth`` alone.
+BUSY_MAX = 120.0
 
 
 def adoptable(
@@ -127,30 +134,31 @@ def adoptable(
     *,
     origin: str,
     current: Optional[str],
-    got_at: float,
+    held_for: float,
     revalidate_after: float,
     exclude: Collection[Optional[str]],
     fresh_only: bool,
 ) -> Optional[Adoption]:
-    """Whether a process of ``origin`` holding ``current`` (got at wall time ``got_at``)
-    takes the store's ``record``: when it is fresh, or newer than ``current`` (then it
-    is validated first). Never a record of another origin, a token that is not
-    token-shaped (the rule for ``/auth`` answers), a ``confirmed_at`` that is not finite
-    or lies in the future beyond ``CLOCK_SKEW``, or a token in ``exclude`` (known dead
-    here, or the one a 401/403 refused).
+    """Whether a process of ``origin`` that has held ``current`` for ``held_for``
+    seconds takes the store's ``record``: when it is fresh, or newer than ``current``
+    (then it is validated first). Both are judged by durations, the record's ``age`` on
+    the store's own clock and ``held_for`` on this process's, never by comparing two
+    machines' wall clocks. Never a record of another origin, a token that is not
+    token-shaped (the rule for ``/auth`` answers), an age that is not finite or lies in
+    the future beyond ``CLOCK_SKEW``, or a token in ``exclude`` (known dead here, or the
+    one a 401/403 refused).
     """
     if record is None or record.origin != origin or record.token in exclude:
         return None
-    now = time.time()
-    if not math.isfinite(record.confirmed_at) or record.confirmed_at > now + CLOCK_SKEW:
+    if not math.isfinite(record.age) or record.age < -CLOCK_SKEW:
         return None
     if not token_shaped(record.token, current):
         return None
-    age = max(0.0, now - record.confirmed_at)
+    age = max(0.0, record.age)
     fresh = age < revalidate_after
     if record.token == current:
         return Adoption(record.token, age, True) if fresh else None
-    if fresh or (not fresh_only and record.confirmed_at > got_at):
+    if fresh or (not fresh_only and age < held_for):
         return Adoption(record.token, age, fresh)
     return None
 
@@ -167,14 +175,15 @@ def take(
         record,
         origin=origin,
         current=state.current,
-        got_at=state.got_at,
+        held_for=state.held_for(),
         revalidate_after=state.revalidate_after,
         exclude=(exclude, *state.dead),
         fresh_only=fresh_only,
     )
     if found is None:
         return None, False
-    changed = state.adopt(found.token, at=monotonic() - found.age, got_at=time.time() - found.age)
+    since = monotonic() - found.age
+    changed = state.adopt(found.token, at=since, got=since)
     return (found.token if found.fresh else None), changed
 
 
@@ -263,7 +272,7 @@ def first_session(
 
     def fresh(record: Any) -> Optional[str]:
         found = adoptable(
-            record, origin=origin, current=None, got_at=float("inf"),
+            record, origin=origin, current=None, held_for=math.inf,
             revalidate_after=fresh_for, exclude=(), fresh_only=True,
         )  # fmt: skip
         return None if found is None else found.token
@@ -320,6 +329,12 @@ class Policy:
             RefreshMisuse,
             *passthrough,
         )
+        #: The wire's transport errors: a stale check that meets one sends the kept token.
+        self.transport = passthrough
+        #: Monotonic time until which ``/auth`` is left alone (it answered busy).
+        self.busy_until = 0.0
+        self._busy_told = False
+        self._future_told = False
         self.counters = Counters(url)  #: what this session's auth has done (AuthStats)
         self._fleet: Any = None
         self.on_token_update: Optional[Callable[[str], None]] = None
@@ -367,17 +382,19 @@ class Policy:
 
     @property
     def lock_wait(self) -> float:
-        """How long a leader waits for the fleet lock before it goes on without it
-        (a holder stopped or frozen): one holder's server call (see :func:`store_op`)."""
-        return self.login_timeout
+        """How long a leader waits for the fleet lock before it goes on without it (a
+        holder stopped or frozen): all its holder may do under it, a validation and a
+        login with their store operations (see :func:`store_op`)."""
+        return holder_time(self.login_timeout)
 
     @property
     def fleet_time(self) -> float:
-        """What a store may add to a flight: the lock wait, four store operations and
-        a renewal made under the fleet lock; 0 without a store."""
+        """What a store may add to a flight: the lock wait and five store operations
+        (two reads, a publish, an unlock, and a re-read after a lock wait given up);
+        0 without a store."""
         if self.fleet is None:
             return 0.0
-        return self.lock_wait + 4 * self.store_budget + self.login_timeout
+        return self.lock_wait + 5 * self.store_budget
 
     @property
     def validate_wait(self) -> float:
@@ -392,8 +409,9 @@ class Policy:
 
     @property
     def lease(self) -> float:
-        """How long a crashed fleet-lock holder blocks the fleet: one renewal."""
-        return 2 * self.login_timeout + 2
+        """How long a crashed fleet-lock holder blocks the fleet: longer than a live
+        holder may keep the lock."""
+        return holder_time(self.login_timeout) + 2
 
     def _store(self, op: str, *args: Any) -> StoreOp:
         return store_op(op, self.login_timeout, *args)
@@ -406,6 +424,26 @@ class Policy:
         self._checked = check is None
 
     # -- state changes without I/O --------------------------------------------------
+
+    def note_busy(self, pause: Optional[float], why: str) -> None:
+        """``/auth`` answered busy (``pause``: its ``Retry-After``, or None): leave it
+        alone until then, for every caller of this auth. One WARNING per episode."""
+        pause = min(BUSY_MAX, pause if pause is not None and pause > 0 else BUSY_PAUSE)
+        self.busy_until = max(self.busy_until, monotonic() + pause)
+        if not self._busy_told:
+            self._busy_told = True
+            log.warning(
+                "%s at %s is busy (%s): for %.1f s stale checks send the kept session and "
+                "recoveries raise AuthServiceUnavailable without asking it again",
+                AUTH_PATH, self.url, why, pause,
+            )  # fmt: skip
+
+    def busy(self) -> AuthServiceUnavailable:
+        """The error of a check left undone because ``/auth`` is busy."""
+        left = max(0.0, self.busy_until - monotonic())
+        return AuthServiceUnavailable(
+            f"{AUTH_PATH} at {self.url} is busy: not asked again for {left:.1f} s"
+        )
 
     def not_logged_in(self) -> NotLoggedInError:
         """The error for "there is no live token", saying why."""
@@ -475,27 +513,34 @@ class Policy:
 
     def current(self, fl: Any, provider: Provider) -> Flow:
         """The token to send now: validate when stale, renew through ``provider`` when
-        dead; a validation the server cannot answer (5xx) keeps the token."""
+        dead. While ``/auth`` is busy (it answered 5xx/408/429, timed out or could not
+        be reached) the kept token is sent unchecked: the API's answer decides."""
         state = self.state
         token = state.fresh()
         if token is not None:
             return token
-        try:
-            return (yield from self.revalidate(fl, "stale token", provider))
-        except AuthServiceUnavailable:
-            kept = state.current
-            if kept is None:
-                raise
-            log.warning(
-                "%s at %s is unavailable; sending with the kept session", AUTH_PATH, self.url
-            )
+        kept = state.current
+        if kept is not None and monotonic() < self.busy_until:
             return kept
+        try:
+            return (yield from self.revalidate(fl, "stale token"))
+        except AuthServiceUnavailable:
+            if state.current is None:
+                raise
+            return state.current
         except (InvalidToken, NotLoggedInError):
             if provider is None:
                 raise
+        except TaniumAuthError:
+            raise
+        except self.transport as exc:  # a timeout, a refused connection: as a 5xx
+            if state.current is None:
+                raise
+            self.note_busy(None, type(exc).__name__)
+            return state.current
         return (yield from self.renew(fl, provider, "the session is dead"))
 
-    def revalidate(self, fl: Any, cause: str, provider: Provider = None) -> Flow:
+    def revalidate(self, fl: Any, cause: str) -> Flow:
         """The token, validated first when stale (one validation for every caller)."""
         self.no_reentry(fl)
         state = self.state
@@ -506,7 +551,7 @@ class Policy:
             return state.fresh()
 
         def work(seq: int) -> Flow:
-            return self._check(seq, fl, cause, None, provider)
+            return self._check(seq, fl, cause, None)
 
         return (yield from self._flight(fl, "validate", work, fresh, self.validate_wait))
 
@@ -540,8 +585,10 @@ class Policy:
             return token if token != sent or state.ok_seq > after else None
 
         def work(seq: int) -> Flow:
-            return self._check(seq, fl, cause, sent, provider)
+            return self._check(seq, fl, cause, sent)
 
+        if monotonic() < self.busy_until:
+            raise self.busy()
         return (yield from self._flight(fl, "validate", work, done, self.validate_wait, after))
 
     def recover(
@@ -684,12 +731,11 @@ class Policy:
 
     # -- the steps ----------------------------------------------------------------------
 
-    def _check(
-        self, seq: int, fl: Any, cause: str, exclude: Optional[str], provider: Provider
-    ) -> Flow:
+    def _check(self, seq: int, fl: Any, cause: str, exclude: Optional[str]) -> Flow:
         """A validation: alone, one server call; with a store, first a fresh or newer
-        record, then under the fleet lock the server and, when the session is dead and
-        ``provider`` is given, the renewal too, published for the fleet."""
+        record, then under the fleet lock (or, the wait given up, after reading the
+        store again) the server, its answer published for the fleet. A dead session is
+        renewed by the caller, in the one renewal flight."""
         if self.fleet is None:
             return (yield from self._validate_once(seq, fl, cause))
         token = self._from_store((yield self._store("read")), exclude, True, fl)
@@ -698,14 +744,19 @@ class Policy:
         yield self._store("lock")
         record = yield self._store("read")
         token = self._from_store(record, exclude, False, fl)
-        if token is None:
-            try:
+        try:
+            if token is None:
                 token = yield from self._validate_once(seq, fl, cause)
-            except (InvalidToken, NotLoggedInError):
-                if provider is None:
-                    raise
-                token = yield from self._renewed(fl, provider, cause)
-            yield self._store("publish", token, record)
+                yield self._store("publish", token, record)
+        except AuthServiceUnavailable:
+            pause = self.busy_until - monotonic()
+            if record is not None and pause > 0:  # the fleet leaves /auth alone too
+                yield self._store("busy", record, pause)
+            yield self._store("unlock")
+            raise
+        except (InvalidToken, NotLoggedInError):
+            yield self._store("unlock")  # the renewal takes it again, in its own flight
+            raise
         yield self._store("unlock")
         return token
 
@@ -713,7 +764,19 @@ class Policy:
         self, record: Any, exclude: Optional[str], fresh_only: bool, fl: Any
     ) -> Optional[str]:
         """Adopt the store's token as :func:`take` decides; the token to use now, or
-        None when this process must ask the server."""
+        None when this process must ask the server. A record that says ``/auth`` is
+        busy makes this process leave it alone too (:exc:`AuthServiceUnavailable`)."""
+        if record is not None and record.origin == self.fleet.origin:
+            if record.busy_left > 0:
+                self.note_busy(record.busy_left, "the session store says so")
+            if record.age < -CLOCK_SKEW and not self._future_told:
+                self._future_told = True
+                log.warning("session store %r holds a record %.0f s in the future by its own "
+                            "clock; not adopted", self.fleet.store, -record.age)  # fmt: skip
+        if monotonic() < self.busy_until and self.state.current is not None:
+            fresh = take(self.state, record, self.fleet.origin, exclude, True)[0]
+            if fresh is None:
+                raise self.busy()
         token, changed = take(self.state, record, self.fleet.origin, exclude, fresh_only)
         if changed and self.state.current is not None:
             self.counters.add("store_adoptions")
@@ -733,9 +796,14 @@ class Policy:
         reply = yield Exchange(call, self.login_timeout)
         log.debug("%s %s answered %s", call.method, call.path, reply.status)
         verdict = judge_token(call, reply.status, reply.body)
+        if verdict.kind is Kind.TRANSIENT:
+            self.note_busy(getattr(reply, "retry_after", None), f"it answered {reply.status}")
         if verdict.kind is not Kind.OK:
             raise self._failed(call, reply, verdict, token)
         assert verdict.token is not None
+        if self._busy_told:
+            self._busy_told = False
+            log.info("%s at %s answers again", AUTH_PATH, self.url)
         current, changed = state.answered(token, verdict.token, seq)
         if current is None:
             raise self.not_logged_in()
@@ -753,7 +821,8 @@ class Policy:
             return verdict_error(call, reply.url, verdict,
                                  f"the session was dropped; {remedy(self.url)}",
                                  reply.response)  # fmt: skip
-        log.warning("%s %s at %s %s", call.method, call.path, self.url, verdict.reason)
+        if verdict.kind is not Kind.TRANSIENT:  # a busy /auth said so once already
+            log.warning("%s %s at %s %s", call.method, call.path, self.url, verdict.reason)
         return verdict_error(call, reply.url, verdict, "the session is kept", reply.response)
 
     def _renewed(self, fl: Any, provider: Provider, cause: str) -> Flow:

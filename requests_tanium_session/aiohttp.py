@@ -33,7 +33,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
 from ._answer import CONFIRM, DONE, INSPECT, READ_CHUNK, Next, announced_too_long, next_step
 from ._effects import Answered, Credentials
 from ._face import AsyncFace, CommonOptions, TaniumAuthBase, check_options
-from ._origin import OriginMatcher, is_loopback, parse_base_url
+from ._origin import OriginMatcher, is_loopback, parse_base_url, shown_url
 from .exceptions import TaniumAuthError
 from .protocol import (
     DEFAULT_EXPIRES_AFTER,
@@ -46,6 +46,7 @@ from .protocol import (
     REDACTED,
     SECRET_HEADERS,
     Call,
+    parse_retry_after,
     special_paths,
 )
 from .stats import AuthEvent
@@ -155,12 +156,14 @@ class _Wire:
             allow_redirects=False, ssl=self._ssl, proxy=self._proxy,
         ) as response:  # fmt: skip
             kept, size = [], 0
+            retry_after = parse_retry_after(response.headers.get("Retry-After"))
             while chunk := await response.content.read(1 << 16):
                 size += len(chunk)
                 if size > call.limit:
-                    return Answered(response.status, None, str(response.url))
+                    return Answered(response.status, None, str(response.url), None, retry_after)
                 kept.append(chunk)
-            return Answered(response.status, b"".join(kept), str(response.url))
+            body = b"".join(kept)
+            return Answered(response.status, body, str(response.url), None, retry_after)
 
 
 # -- the wire: the caller's answer, one capped read put back ------------------------------
@@ -532,7 +535,7 @@ class TaniumMiddleware(AsyncFace, TaniumAuthBase):
             return response
         what = "200 with an in-band auth failure" if response.status < 300 else response.status
         where = f" to {away} (another origin)" if away is not None else ""
-        cause = f"{request.method} {request.url} answered {what}{where}"
+        cause = f"{request.method} {shown_url(request.url)} answered {what}{where}"
         flow = core.policy.recover(flights, token, cause, _Shown(response), self.refresh, after)
         try:
             new = await core.arun(flow)

@@ -19,7 +19,7 @@ from urllib3.exceptions import InsecureRequestWarning
 
 from ._answer import CONFIRM, DONE, INSPECT, READ_CHUNK, announced_too_long, next_step
 from ._face import CommonOptions, Core, SyncFace, TaniumAuthBase, check_options, core_of
-from ._origin import OriginMatcher, is_loopback
+from ._origin import OriginMatcher, is_loopback, shown_url
 from .http_client import HttpClient, redact_request
 from .protocol import (
     DEFAULT_EXPIRES_AFTER,
@@ -538,7 +538,7 @@ class TaniumSessionAuth(SyncFace, TaniumAuthBase, AuthBase):
         """Judge a 401/403 (or an in-band SOAP failure) and resend once when a token
         came of it; the answer as it came when the session is alive."""
         after = self._flights.started  # only a check begun after this answer can judge it
-        cause = f"{r.request.method} {r.url} {what}"
+        cause = f"{r.request.method} {shown_url(r.url)} {what}"
         core = self._core
         try:
             flow = core.policy.recover(core.flights, sent, cause, _shown(r), self.refresh, after)
@@ -558,7 +558,8 @@ class TaniumSessionAuth(SyncFace, TaniumAuthBase, AuthBase):
             return None
         for req in reqs:
             req.headers.pop(HEADER, None)
-        log.debug("redirect from %s leaves the Tanium origin: session header removed", r.url)
+        log.debug("redirect from %s leaves the Tanium origin: session header removed",
+                  shown_url(r.url))  # fmt: skip
         return urlparse(target).netloc if target else "an unreadable location"
 
     def _resend(
@@ -571,7 +572,7 @@ class TaniumSessionAuth(SyncFace, TaniumAuthBase, AuthBase):
         if getattr(req, _RESENT, False) or connection is None:
             return r
         if not _replayable(req):
-            log.info("%s %s not resent: its body cannot be replayed", req.method, r.url)
+            log.info("%s %s not resent: its body cannot be replayed", req.method, shown_url(r.url))
             return r
         _discard(r)
         prep = req.copy()

@@ -18,7 +18,7 @@ from urllib3.util import Retry
 from ._closing import Closing
 from ._origin import is_loopback, parse_base_url
 from ._worker import Worker, on_worker
-from .protocol import REDACTED, SECRET_HEADERS, Call, transport_reason
+from .protocol import REDACTED, SECRET_HEADERS, Call, parse_retry_after, transport_reason
 
 __all__ = ["Answer", "HttpClient", "default_retry", "gateway_retry", "redact_request"]
 
@@ -124,6 +124,11 @@ class Answer:
     def url(self) -> str:
         """The URL that answered."""
         return str(self.response.url)
+
+    @property
+    def retry_after(self) -> Optional[float]:
+        """Seconds the answer's ``Retry-After`` asks for, or None."""
+        return parse_retry_after(self.response.headers.get("Retry-After"))
 
 
 def _abandon(worker: Worker[Answer]) -> None:
@@ -291,6 +296,12 @@ class HttpClient(Closing):
     def timeout_error(message: str) -> Exception:
         """What a caller waiting for another's flight raises at its deadline."""
         return requests.exceptions.ReadTimeout(message)
+
+    def after_fork(self) -> None:
+        """In a child process after ``fork``: the private session's pooled connections
+        are the parent's sockets too; drop them (the child opens its own)."""
+        if self._owns_session:
+            self.session.close()
 
     def close(self) -> None:
         """Close the private session (a supplied session is left to its owner)."""

@@ -33,7 +33,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
 from ._answer import CONFIRM, DONE, INSPECT, Decoder, Next, announced_too_long, next_step
 from ._effects import COROUTINE_REFRESH, Answered, Credentials, Flow
 from ._face import AsyncFace, CommonOptions, SyncFace, TaniumAuthBase, check_options
-from ._origin import DEFAULT_PORTS, OriginMatcher, is_loopback, parse_base_url
+from ._origin import DEFAULT_PORTS, OriginMatcher, is_loopback, parse_base_url, shown_url
 from ._worker import Worker, on_worker
 from .protocol import (
     DEFAULT_EXPIRES_AFTER,
@@ -46,6 +46,7 @@ from .protocol import (
     REDACTED,
     SECRET_HEADERS,
     Call,
+    parse_retry_after,
     special_paths,
 )
 from .stats import AuthEvent
@@ -85,7 +86,8 @@ def _scrub(exc: BaseException, redacted: httpx.Request) -> None:
 def _finish(response: httpx.Response, body: Optional[bytes], redacted: httpx.Request) -> Answered:
     response._content = body or b""  # readable, and closed
     response.request = redacted
-    return Answered(response.status_code, body, str(response.url), response)
+    retry_after = parse_retry_after(response.headers.get("retry-after"))
+    return Answered(response.status_code, body, str(response.url), response, retry_after)
 
 
 def _ssl_context(verify: Verify, cert: Union[str, tuple[str, str], None]) -> ssl.SSLContext:
@@ -520,7 +522,8 @@ class TaniumAuth(SyncFace, AsyncFace, TaniumAuthBase, httpx.Auth):
     def _strip(self, request: httpx.Request) -> None:
         if HEADER in request.headers and not self.is_tanium_url(request.url):
             del request.headers[HEADER]
-            log.debug("request to %s leaves the Tanium origin: session header removed", request.url)
+            log.debug("request to %s leaves the Tanium origin: session header removed",
+                      shown_url(request.url))  # fmt: skip
 
     async def _astrip(self, request: httpx.Request) -> None:
         self._strip(request)
@@ -582,7 +585,7 @@ class TaniumAuth(SyncFace, AsyncFace, TaniumAuthBase, httpx.Auth):
         status = hop.status_code
         what = "200 with an in-band auth failure" if status < 300 else str(status)
         where = f" to {away} (another origin)" if away is not None else ""
-        cause = f"{request.method} {request.url} answered {what}{where}"
+        cause = f"{request.method} {shown_url(request.url)} answered {what}{where}"
         return self._core.policy.recover(fl, token, cause, _shown(response), self.refresh, after)
 
     def _slow_token(self, request: httpx.Request, flights: Any) -> Optional[str]:
@@ -694,7 +697,8 @@ class TaniumAuth(SyncFace, AsyncFace, TaniumAuthBase, httpx.Auth):
     def _replayable(request: httpx.Request) -> bool:
         if isinstance(request.stream, httpx.ByteStream):
             return True
-        log.info("%s %s not resent: its body cannot be replayed", request.method, request.url)
+        log.info("%s %s not resent: its body cannot be replayed", request.method,
+                 shown_url(request.url))  # fmt: skip
         return False
 
     # -- pickling -------------------------------------------------------------

@@ -9,6 +9,8 @@ any ``except`` block and no raw answer hangs on an exception's ``__context__``.
 from __future__ import annotations
 
 import base64
+import datetime
+import email.utils
 import enum
 import json
 import math
@@ -52,6 +54,7 @@ __all__ = [
     "login_body",
     "login_call",
     "logout_call",
+    "parse_retry_after",
     "rest_login_call",
     "special_paths",
     "token_shaped",
@@ -153,6 +156,23 @@ _API_TOKEN_RE = re.compile(r"token-[0-9A-Fa-f]+")
 
 
 # -- values ----------------------------------------------------------------------------
+
+
+def parse_retry_after(value: Optional[str]) -> Optional[float]:
+    """Seconds a ``Retry-After`` header asks to wait (delta-seconds or an HTTP date), or
+    None when there is none or it is unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, (when - datetime.datetime.now(datetime.timezone.utc)).total_seconds())
 
 
 def check_seconds(name: str, value: object, zero_ok: bool = False) -> float:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import threading
-import time
 from collections import deque
 from time import monotonic
 from typing import Optional
@@ -31,7 +30,7 @@ class TokenState:
         self.generation = 0  #: bumps whenever the token changes or dies
         self.ok_seq = 0  #: number of the last validation the server answered 200
         self.ended = "no session was set"  #: why there is no live token
-        self.got_at = time.time()  #: wall clock: when this process got its token
+        self.got_mono = monotonic()  #: when this process got its token (monotonic)
         #: Tokens that died here lately: never to be taken back (from refresh or a store).
         self.dead: deque[str] = deque(maxlen=8)
         self._revalidate_after = float(DEFAULT_REVALIDATE_AFTER)
@@ -75,11 +74,15 @@ class TokenState:
             self.confirmed_at = at
             self.stale_at = at + self._fresh_for
 
-    def adopt(self, token: str, at: Optional[float] = None, got_at: Optional[float] = None) -> bool:
-        """Take ``token``, confirmed now (or at monotonic time ``at``; obtained at wall
-        time ``got_at``); True when it differs from the current one."""
+    def adopt(self, token: str, at: Optional[float] = None, got: Optional[float] = None) -> bool:
+        """Take ``token``, confirmed now (or at monotonic time ``at``; obtained at
+        monotonic time ``got``); True when it differs from the current one."""
         with self.lock:
-            return self._set(token, at, got_at)
+            return self._set(token, at, got)
+
+    def held_for(self) -> float:
+        """Seconds since this process got its token (infinite without one)."""
+        return math.inf if self.current is None else monotonic() - self.got_mono
 
     def answered(self, sent: str, token: str, seq: int) -> tuple[Optional[str], bool]:
         """The server confirmed ``sent`` as ``token`` in validation ``seq``.
@@ -104,11 +107,11 @@ class TokenState:
             self.dead.append(token)
             return True
 
-    def _set(self, token: str, at: Optional[float] = None, got_at: Optional[float] = None) -> bool:
+    def _set(self, token: str, at: Optional[float] = None, got: Optional[float] = None) -> bool:
         changed = token != self.current
         self.current = token
         self._stamp(monotonic() if at is None else at)
         if changed:
             self.generation += 1
-            self.got_at = time.time() if got_at is None else got_at
+            self.got_mono = monotonic() if got is None else got
         return changed

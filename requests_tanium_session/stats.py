@@ -117,8 +117,13 @@ class Counters:
     def __init__(self, origin: str) -> None:
         self.origin = origin
         self.on_event: Optional[Callable[[AuthEvent], None]] = None
-        self._lock = threading.Lock()
         self._values: dict[str, int] = dict.fromkeys(_NAMES, 0)
+        self.after_fork()
+
+    def after_fork(self) -> None:
+        """A fresh lock and no pending events (in a child process: none of the parent's)."""
+        self._lock = threading.Lock()
+        self._pending: list[AuthEvent] = []
 
     def add(self, name: str) -> None:
         """Count one more of ``name`` (an :class:`AuthStats` field)."""
@@ -136,8 +141,9 @@ class Counters:
         return AuthStats(flight_wait_seconds=waited, store_ok=store_ok, **values)
 
     def event(self, kind: str, cause: str, generation: int, logged: bool = False) -> None:
-        """Log the event (``extra=`` fields, no secret; not when the caller ``logged``
-        it already) and hand it to ``on_event``."""
+        """Log the event now (``extra=`` fields, no secret; not when the caller
+        ``logged`` it already) and keep it for ``on_event``, which :meth:`flush` calls
+        once the work under way has landed (a slow callback holds no waiter)."""
         if not logged:
             log.log(
                 _LEVELS[kind],
@@ -147,10 +153,21 @@ class Counters:
                 cause,
                 extra=event_fields(kind, self.origin, cause, generation),
             )
-        callback = self.on_event
-        if callback is None:
+        if self.on_event is not None:
+            with self._lock:
+                self._pending.append(AuthEvent(kind, self.origin, cause, generation))
+
+    def flush(self) -> None:
+        """Hand the events kept so far to ``on_event`` (on the calling thread)."""
+        if not self._pending:
             return
-        try:
-            callback(AuthEvent(kind, self.origin, cause, generation))
-        except Exception as exc:  # a broken callback must not break the session
-            log.warning("on_event raised %s; ignored", type(exc).__name__)
+        with self._lock:
+            events, self._pending = self._pending, []
+        callback = self.on_event
+        for event in events:
+            if callback is None:
+                return
+            try:
+                callback(event)
+            except Exception as exc:  # a broken callback must not break the session
+                log.warning("on_event raised %s; ignored", type(exc).__name__)

@@ -29,7 +29,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, TypeVar, Union
 
@@ -64,18 +64,26 @@ MAX_BACKOFF = 60.0
 
 @dataclass(frozen=True)
 class Record:
-    """What a store holds: the token, when it was confirmed (wall clock), a generation,
-    and the origin it belongs to (a record of another origin is never adopted)."""
+    """What a store holds: the token, when it was confirmed (by the store's own clock:
+    Redis ``TIME``, the machine's clock for a file), a generation, the origin it belongs
+    to (a record of another origin is never adopted), and until when (the store's clock)
+    the fleet leaves a busy ``/auth`` alone (``busy_until``).
+
+    ``age`` and ``busy_left`` are not stored: they are read off the store's clock when
+    the record is read, so it is judged without comparing two machines' wall clocks."""
 
     token: str
     confirmed_at: float
     generation: int
     origin: str = ""
+    busy_until: float = 0.0
+    age: float = field(default=0.0, compare=False)
+    busy_left: float = field(default=0.0, compare=False)
 
     def __repr__(self) -> str:  # the token is a secret
         return (
             f"Record(confirmed_at={self.confirmed_at!r}, generation={self.generation!r}, "
-            f"origin={self.origin!r})"
+            f"origin={self.origin!r}, busy_until={self.busy_until!r}, age={self.age!r})"
         )
 
     def dumps(self) -> bytes:
@@ -86,19 +94,24 @@ class Record:
             "generation": self.generation,
             "origin": self.origin,
         }
+        if self.busy_until:
+            data["busy_until"] = self.busy_until
         return json.dumps(data).encode("utf-8")
 
     @classmethod
-    def loads(cls, data: bytes) -> Optional[Record]:
-        """The record in ``data``, or None when it is anything else (never raises)."""
+    def loads(cls, data: bytes, now: Optional[float] = None) -> Optional[Record]:
+        """The record in ``data`` (aged by ``now``, the store's clock), or None when it
+        is anything else (never raises)."""
         try:
             obj = json.loads(data.decode("utf-8"))
         except (ValueError, RecursionError):
             return None
         if not isinstance(obj, dict):
             return None
-        token, at, gen = obj.get("token"), obj.get("confirmed_at"), obj.get("generation")
-        if isinstance(at, bool) or not isinstance(at, (int, float)):
+        token, gen = obj.get("token"), obj.get("generation")
+        at: Any = obj.get("confirmed_at")
+        busy: Any = obj.get("busy_until", 0.0)
+        if not (_number(at) and _number(busy)):
             return None
         if isinstance(gen, bool) or not isinstance(gen, int):
             return None
@@ -109,7 +122,14 @@ class Record:
             token = check_token(token)
         except (TypeError, ValueError):
             return None
-        return cls(token, float(at), gen, origin)
+        at, busy = float(at), float(busy)
+        if now is None:
+            return cls(token, at, gen, origin, busy)
+        return cls(token, at, gen, origin, busy, now - at, busy - now if busy else 0.0)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 class SessionStore(abc.ABC):
@@ -154,8 +174,22 @@ class SessionStore(abc.ABC):
         """
 
     @abc.abstractmethod
-    def release(self, handle: object) -> None:
-        """Give back the fleet lock taken as ``handle`` (only its owner's)."""
+    def release(self, handle: object) -> Optional[bool]:
+        """Give back the fleet lock taken as ``handle`` (only its owner's); False when
+        it was no longer this owner's (expired, evicted or taken), else True or None."""
+
+    def now(self) -> float:
+        """The store's own clock, in seconds: what records are stamped and aged with.
+        The machine's wall clock by default; a store shared by machines answers its
+        server's clock (Redis ``TIME``), so no two machines' clocks are compared."""
+        return time.time()
+
+    def load_at(self) -> tuple[Optional[bytes], float]:
+        """The record's bytes and :meth:`now` when they were read."""
+        return self.load(), self.now()
+
+    def after_fork(self) -> None:  # noqa: B027 - an optional hook: most stores hold nothing
+        """Called in a child process after ``fork``: drop what the parent held."""
 
 
 class MemoryStore(SessionStore):
@@ -176,8 +210,14 @@ class MemoryStore(SessionStore):
     def acquire(self, lease: float, wait: float) -> Optional[object]:
         return self._lock if self._lock.acquire(timeout=wait) else None
 
-    def release(self, handle: object) -> None:
+    def release(self, handle: object) -> Optional[bool]:
+        if handle is not self._lock or not self._lock.locked():
+            return False  # taken before a fork, or given back already
         self._lock.release()
+        return True
+
+    def after_fork(self) -> None:
+        self._lock = threading.Lock()  # a parent thread may hold it: nobody here will
 
     def __repr__(self) -> str:
         return "MemoryStore()"
@@ -305,7 +345,7 @@ class FileStore(SessionStore):
                     return None
                 time.sleep(POLL)
 
-    def release(self, handle: object) -> None:
+    def release(self, handle: object) -> Optional[bool]:
         import fcntl
 
         assert isinstance(handle, int)
@@ -313,6 +353,7 @@ class FileStore(SessionStore):
             fcntl.flock(handle, fcntl.LOCK_UN)
         finally:
             os.close(handle)
+        return True
 
     def __repr__(self) -> str:
         return f"FileStore({str(self.path)!r})"
@@ -356,10 +397,20 @@ class RedisStore(SessionStore):
         return self._key or f"tanium-session:{self.origin}"
 
     def load(self) -> Optional[bytes]:
-        data = self._client.get(self.key)
-        if data is None:
-            return None
-        return data if isinstance(data, bytes) else str(data).encode("utf-8")
+        return self.load_at()[0]
+
+    def load_at(self) -> tuple[Optional[bytes], float]:
+        pipe = self._client.pipeline(transaction=False)
+        pipe.get(self.key)
+        pipe.time()
+        data, (seconds, micros) = pipe.execute()
+        if data is not None and not isinstance(data, bytes):
+            data = str(data).encode("utf-8")
+        return data, int(seconds) + int(micros) / 1e6
+
+    def now(self) -> float:
+        seconds, micros = self._client.time()
+        return int(seconds) + int(micros) / 1e6
 
     def save(self, data: bytes, ttl: float) -> None:
         self._client.set(self.key, data, px=max(1, int(ttl * 1000)))
@@ -373,8 +424,8 @@ class RedisStore(SessionStore):
             time.sleep(POLL)
         return owner
 
-    def release(self, handle: object) -> None:
-        self._client.eval(_RELEASE, 1, f"{self.key}:lock", str(handle))
+    def release(self, handle: object) -> Optional[bool]:
+        return bool(self._client.eval(_RELEASE, 1, f"{self.key}:lock", str(handle)))
 
     def __repr__(self) -> str:
         return f"RedisStore(key={self.key!r})"
@@ -403,8 +454,10 @@ class Fleet:
 
     A failure or a time-out opens a circuit breaker: the store is skipped (no I/O, the
     request goes on alone) for ``store.backoff`` seconds, then one operation probes it
-    (half-open); a success closes the breaker, a failure opens it again for twice as
-    long (up to ``MAX_BACKOFF``). One WARNING per outage, one INFO when it is back.
+    (half-open). Only a success of the kind of operation that failed closes it (a store
+    that reads but refuses writes stays skipped, without flapping); a failure opens it
+    again for twice as long (up to ``MAX_BACKOFF``). One WARNING per outage, one INFO
+    when it is back; a lock lost before it was given back is one WARNING.
     """
 
     def __init__(self, store: SessionStore, origin: str, lease: float, ttl: float) -> None:
@@ -415,17 +468,24 @@ class Fleet:
         self.origin = origin
         self.lease = lease
         self.ttl = ttl
-        self._guard = threading.Lock()
-        self._health = _HEALTHY
-        self._closed_until = 0.0  # monotonic: the store is skipped until then
-        self._backoff = 0.0
-        self._probing = False
+        self.after_fork()
         self._garbled = False
         self._lock_busy = False
+        self._lock_lost = False
         #: Counted operations, named as the AuthStats fields they feed.
         self.counts = dict.fromkeys(("store_reads", "store_publishes", "store_outages"), 0)
         #: Called with ``(kind, cause)`` when the store degrades or comes back.
         self.on_event: Optional[Callable[[str, str], None]] = None
+
+    def after_fork(self) -> None:
+        """A closed breaker and fresh locks (in a child process: nothing of the parent's)."""
+        self._guard = threading.Lock()
+        self._health = _HEALTHY
+        self._failing = ""  # the kind of operation that failed
+        self._closed_until = 0.0  # monotonic: the store is skipped until then
+        self._backoff = 0.0
+        self._probing = False
+        self.store.after_fork()
 
     @property
     def health(self) -> StoreHealth:
@@ -460,7 +520,7 @@ class Fleet:
         except Exception as exc:
             self._failed(doing, exc)
             return False, None
-        self._worked()
+        self._worked(doing)
         return True, result
 
     def _failed(self, doing: str, exc: BaseException) -> None:
@@ -469,6 +529,7 @@ class Fleet:
             self._backoff = self.store.backoff if first else min(2 * self._backoff, MAX_BACKOFF)
             self._closed_until = time.monotonic() + self._backoff
             self._probing = False
+            self._failing = doing
             since = time.time() if first else self._health.degraded_since
             self._health = StoreHealth(False, since, type(exc).__name__)
             if first:
@@ -485,11 +546,15 @@ class Fleet:
             )
             self._notify(DEGRADED, cause)
 
-    def _worked(self) -> None:
+    def _worked(self, doing: str) -> None:
         if self._health.ok:
             return
         with self._guard:
             was = self._health
+            if doing != self._failing:  # another kind works: the failing one may not
+                self._probing = False
+                self._closed_until = time.monotonic() + self._backoff
+                return
             self._health, self._probing, self._backoff = _HEALTHY, False, 0.0
         if not was.ok:
             cause = f"it answered again after {was.last_error}"
@@ -509,13 +574,15 @@ class Fleet:
     # -- operations -------------------------------------------------------------------
 
     def read(self, budget: float = STORE_BUDGET) -> Optional[Record]:
-        """The record, or None (empty, malformed or unavailable)."""
-        worked, data = self._call("reading", budget, self.store.load)
+        """The record, aged by the store's clock, or None (empty, malformed or
+        unavailable)."""
+        worked, got = self._call("reading", budget, self.store.load_at)
         if worked:
             self._count("store_reads")
+        data, now = got if got is not None else (None, 0.0)
         if data is None:
             return None
-        record = Record.loads(data) if len(data) <= MAX_JSON_BYTES else None
+        record = Record.loads(data, now) if len(data) <= MAX_JSON_BYTES else None
         if record is None:
             if not self._garbled:
                 self._garbled = True
@@ -526,11 +593,28 @@ class Fleet:
         return record
 
     def publish(self, token: str, previous: Optional[Record], budget: float = STORE_BUDGET) -> None:
-        """Write ``token`` as confirmed now."""
+        """Write ``token`` as confirmed now (by the store's clock)."""
         generation = previous.generation + 1 if previous is not None else 1
-        data = Record(token, time.time(), generation, self.origin).dumps()
-        if self._call("writing", budget, lambda: self.store.save(data, self.ttl))[0]:
+        store = self.store
+
+        def save() -> None:
+            record = Record(token, store.now(), generation, self.origin)
+            store.save(record.dumps(), self.ttl)
+
+        if self._call("writing", budget, save)[0]:
             self._count("store_publishes")
+
+    def publish_busy(self, previous: Record, pause: float, budget: float = STORE_BUDGET) -> None:
+        """Tell the fleet to leave a busy ``/auth`` alone for ``pause`` seconds (the
+        record otherwise as it was)."""
+        store = self.store
+
+        def save() -> None:
+            record = Record(previous.token, previous.confirmed_at, previous.generation,
+                            self.origin, store.now() + pause)  # fmt: skip
+            store.save(record.dumps(), self.ttl)
+
+        self._call("writing", budget, save)
 
     def acquire(
         self, wait: Optional[float] = None, budget: float = STORE_BUDGET
@@ -551,9 +635,21 @@ class Fleet:
         return handle
 
     def release(self, handle: Optional[object], budget: float = STORE_BUDGET) -> None:
-        """Give back a lock that :meth:`acquire` took."""
-        if handle is not None:
-            self._call("unlocking", budget, lambda: self.store.release(handle))
+        """Give back a lock that :meth:`acquire` took (one WARNING when it was lost)."""
+        if handle is None:
+            return
+        worked, given = self._call("unlocking", budget, lambda: self.store.release(handle))
+        if worked and given is False:
+            if not self._lock_lost:
+                self._lock_lost = True
+                log.warning(
+                    "the fleet lock of %r was lost before it was given back (its lease "
+                    "expired, or the store evicted or handed it over); another process may "
+                    "have held it meanwhile: give the store noeviction and a longer lease",
+                    self.store,
+                )
+        elif worked:
+            self._lock_lost = False
 
     def _give_back(self, handle: object) -> None:
         """A lock taken after its caller stopped waiting: give it straight back."""

@@ -194,7 +194,8 @@ def test_recover_when_refresh_raises_is_a_login_error_chained_to_it() -> None:
 
 
 def record(token: str, age: float) -> Record:
-    return Record(token, time.time() - age, 7, ORIGIN)
+    """A record read ``age`` seconds after it was published (by the store's clock)."""
+    return Record(token, 1000.0 - age, 7, ORIGIN, age=age)
 
 
 def test_stale_check_takes_a_fresh_record_without_asking_the_server() -> None:
@@ -223,7 +224,7 @@ def test_stale_check_validates_a_newer_record_then_publishes_it() -> None:
         return Reply(200, FRESH.encode(), URL + AUTH_PATH)
 
     policy.state.adopt(SENT, at=time.monotonic() - 2)
-    policy.state.got_at = time.time() - 10  # the record was published after we got ours
+    policy.state.got_mono = time.monotonic() - 10  # the record came after we got ours
     flow = policy.current(fl, None)
     got = drive(
         flow, fl, (Lead, lead), (StoreOp, store), (StoreOp, store), (StoreOp, store),

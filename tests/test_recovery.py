@@ -350,8 +350,8 @@ def test_resend_benefits_from_the_adapter_retries(
 def test_tenacity_retries_a_briefly_unreachable_auth(
     server: TaniumServer, make_auth: MakeAuth, http: requests.Session
 ) -> None:
-    http.auth = make_auth(revalidate_after=0.05)
-    time.sleep(0.06)
+    http.auth = make_auth()
+    server.inject("/api/v2/sensors", status=401)  # a recovery's check meets a dropped /auth
     server.inject("/auth", drop=True)
     attempts: list[int] = []
 
@@ -367,39 +367,49 @@ def test_tenacity_retries_a_briefly_unreachable_auth(
 
     assert call().status_code == 200
     assert len(attempts) == 2
-    assert server.count("/api/v2/sensors") == 1
+    assert server.count("/api/v2/sensors") == 2
 
 
 # -- faults ---------------------------------------------------------------------
 
 
-def test_slow_auth_times_out_then_recovers(
-    server: TaniumServer, make_auth: MakeAuth, http: requests.Session
-) -> None:
+def test_slow_auth_on_a_stale_check_sends_the_kept_session(
+    server: TaniumServer, make_auth: MakeAuth, http: requests.Session,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
     auth = make_auth(revalidate_after=0.05, login_timeout=0.1)
     http.auth = auth
     time.sleep(0.06)
     server.inject("/auth", delay=0.4, passthrough=True)
-    with pytest.raises(requests.exceptions.ReadTimeout):
-        http.get(server.url + "/api/v2/sensors")
-    assert auth.session_id.logged_in
+    assert http.get(server.url + "/api/v2/sensors").status_code == 200  # like a 5xx
+    assert auth.logged_in and auth.stats.validations == 1
     assert http.get(server.url + "/api/v2/sensors").status_code == 200
+    assert auth.stats.validations == 1  # left alone for a while: it was busy
+    assert sum("is busy" in r.getMessage() for r in caplog.records) == 1
 
 
 def test_auth_dropped_mid_answer(
     server: TaniumServer, make_auth: MakeAuth, http: requests.Session
 ) -> None:
     auth = make_auth(revalidate_after=0.05)
+    token = auth.token
     http.auth = auth
     time.sleep(0.06)
     server.inject("/auth", status=200, body=b"1-2-ab", partial=True)
+    # a cut answer is a transport failure, never a token: the kept session goes out
+    assert http.get(server.url + "/api/v2/sensors").status_code == 200
+    assert auth.token == token and server.count("/auth") == 1
+    other = make_auth()  # (the first leaves a busy /auth alone for a while)
+    http.auth = other
+    token = other.token
+    server.inject("/api/v2/sensors", status=401)
+    server.inject("/auth", status=200, body=b"1-2-ab", partial=True)
     with pytest.raises(requests.exceptions.RequestException) as info:
-        http.get(server.url + "/api/v2/sensors")
+        http.get(server.url + "/api/v2/sensors")  # a recovery's check raises it
     assert isinstance(
         info.value, (requests.ConnectionError, requests.exceptions.ChunkedEncodingError)
     )
-    assert auth.session_id.logged_in
-    assert http.get(server.url + "/api/v2/sensors").status_code == 200
+    assert other.token == token
 
 
 @pytest.mark.parametrize("status", [502, 503, 504])
@@ -420,7 +430,7 @@ def test_gateway_errors_absorbed_then_unavailable(
     # a proactive revalidation that finds /auth down still sends the request
     time.sleep(0.06)
     assert http.get(server.url + "/api/v2/sensors").status_code == 200
-    assert any(r.levelname == "WARNING" and "unavailable" in r.getMessage() for r in caplog.records)
+    assert any(r.levelname == "WARNING" and "is busy" in r.getMessage() for r in caplog.records)
     server.clear_faults()
     time.sleep(0.06)
     assert http.get(server.url + "/api/v2/sensors").status_code == 200
