@@ -10,6 +10,13 @@
 2. Four worker processes sharing a ``RedisStore`` while ``redis-server`` is frozen with
    SIGSTOP for 3 x ``login_timeout``: failed requests (goal 0) and the longest request
    (goal <= the flight deadline).
+3. Work no caller owns (issue 27): 200 aiohttp callers under ``asyncio.wait_for(0.3)``
+   while ``/auth`` takes 1 s (``/auth`` calls, goal <= 2; callers after the first
+   1.2 s served); a 503 with ``Retry-After: 5`` for 6 s (``/auth`` attempts per auth,
+   and per fleet of three auths sharing a store, against a validation per stale check
+   without the memory); a child forked while the parent validates (its first request,
+   goal < ``login_timeout``); the SOAP judge on 1 MiB (against the old regex's scan on
+   64 KiB).
 
 The Tanium server runs in a process of its own (it would share this one's GIL) and is
 driven over a pipe. Nothing is asserted: a table is printed.
@@ -37,9 +44,12 @@ import requests
 from run import print_table  # type: ignore[import-not-found]
 from stores_run import Redis  # type: ignore[import-not-found]
 
-from requests_tanium_session import RedisStore, TaniumSessionAuth
+from requests_tanium_session import MemoryStore, RedisStore, TaniumSessionAuth
+from requests_tanium_session._face import core_of
+from requests_tanium_session.aiohttp import TaniumMiddleware
 from requests_tanium_session.httpx import TaniumAuth
-from requests_tanium_session.testing import DEFAULT_USER, TaniumServer
+from requests_tanium_session.protocol import judge_soap
+from requests_tanium_session.testing import DEFAULT_USER, Fault, TaniumServer
 
 URL_PATH = "/api/v2/sensors"
 SPAWN = multiprocessing.get_context("spawn")
@@ -181,7 +191,7 @@ def fleet_worker(url: str, session: str, port: int, login_timeout: float, until:
     for t in threads:
         t.join()
     out.put((sum(f for f, _ in results), max(d for _, d in results), len(results),
-             auth.session_id.policy.validate_wait))  # fmt: skip
+             core_of(auth).policy.validate_wait))  # fmt: skip
 
 
 def frozen_redis(login_timeout: float) -> list[tuple[str, str, str, str, str]]:
@@ -224,14 +234,139 @@ def frozen_redis(login_timeout: float) -> list[tuple[str, str, str, str, str]]:
     ]  # fmt: skip
 
 
+Row = tuple[str, str, str, str, str]
+
+
+def short_deadlines() -> list[Row]:
+    """200 aiohttp callers under wait_for(0.3) while /auth takes 1 s."""
+    with TaniumServer() as server:
+        auth = TaniumMiddleware(server.url, server.new_session(), revalidate_after=3)
+        time.sleep(3.05)
+        server.inject("/auth", Fault(delay=1.0, passthrough=True, count=None))
+
+        async def main() -> list[tuple[float, Any]]:
+            async with auth.client_session() as session:
+
+                async def get() -> int:
+                    async with session.get(URL_PATH) as r:
+                        return int(r.status)
+
+                async def caller(at: float) -> tuple[float, Any]:
+                    await asyncio.sleep(at)
+                    try:
+                        return at, await asyncio.wait_for(get(), 0.3)
+                    except asyncio.TimeoutError:
+                        return at, "timeout"
+
+                return list(await asyncio.gather(*(caller(i * 0.0075) for i in range(200))))
+
+        outcomes = asyncio.run(main())
+        calls = server.auth_calls["validate"]
+    late = [r for at, r in outcomes if at > 1.2]
+    served = sum(1 for r in late if r == 200)
+    return [
+        ("/auth calls, 200 callers under wait_for(0.3), /auth 1 s", "before: 194-200 (issue 27)",
+         f"{calls}", "goal <= 2", "yes" if calls <= 2 else "NO"),
+        ("callers after the first 1.2 s served", "before: 0", f"{served}/{len(late)}",
+         "goal all", "yes" if served == len(late) else "NO"),
+    ]  # fmt: skip
+
+
+def _busy_round(auths: list[Any], server: TaniumServer, seconds: float) -> None:
+    began = time.monotonic()
+    while time.monotonic() - began < seconds:
+        for auth in auths:
+            with requests.Session() as s:
+                s.trust_env = False
+                s.auth = auth
+                s.get(server.url + URL_PATH, timeout=10)
+        time.sleep(0.05)
+
+
+def busy_auth() -> list[Row]:
+    """A 503 with Retry-After: 5 for 6 s: /auth attempts per auth and per fleet."""
+    rows: list[Row] = []
+    for label, store in (("one auth", None), ("a fleet of 3 auths sharing a store", MemoryStore())):
+        with TaniumServer() as server:
+            n = 1 if store is None else 3
+            auths = [TaniumSessionAuth(server.url, server.new_session(), revalidate_after=0,
+                                       store=store) for _ in range(n)]  # fmt: skip
+            server.inject("/auth", Fault(status=503, headers={"Retry-After": "5"}, count=None))
+            _busy_round(auths, server, 6)
+            attempts = sum(a.stats.validations for a in auths)
+            requests_sent = server.count(URL_PATH)
+        rows.append((f"/auth attempts, 503 Retry-After 5 for 6 s, {label}",
+                     f"a validation per stale check: {requests_sent}", f"{attempts}",
+                     "goal <= 2 per auth", "yes" if attempts <= 2 * n else "NO"))  # fmt: skip
+    return rows
+
+
+def forked_child() -> list[Row]:
+    """A child forked while its parent validates: its first request."""
+    import warnings
+
+    with TaniumServer() as server:
+        auth = TaniumSessionAuth(server.url, server.new_session(), revalidate_after=0,
+                                 login_timeout=2)  # fmt: skip
+        server.inject("/auth", Fault(delay=1.0, passthrough=True))
+        parent = threading.Thread(target=lambda: requests.get(server.url + URL_PATH, auth=auth))
+        parent.start()
+        time.sleep(0.3)
+        read, write = os.pipe()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
+        if pid == 0:
+            began = time.monotonic()
+            try:
+                ok = requests.get(server.url + URL_PATH, auth=auth, timeout=30).status_code == 200
+            except requests.RequestException:
+                ok = False
+            os.write(write, f"{int(ok)} {time.monotonic() - began:.3f}".encode())
+            os._exit(0)
+        os.waitpid(pid, 0)
+        ok, took = os.read(read, 64).decode().split()
+        parent.join(10)
+    good = ok == "1" and float(took) < 2
+    return [("a child forked during a validation: its first request (s)",
+             "before: ReadTimeout after the parent's deadline", took,
+             "goal < login_timeout (2 s)", "yes" if good else "NO")]  # fmt: skip
+
+
+def soap_judge() -> list[Row]:
+    """The SOAP judge on 1 MiB of openings that never close, against the old regex."""
+    import re
+
+    old = re.compile(rb"<command>(.*?)</command>", re.DOTALL)
+    small, big = b"<command>" * (64 * 1024 // 9), b"<command>" * (1024 * 1024 // 9)
+    began = time.perf_counter()
+    old.search(small)
+    old_took = time.perf_counter() - began
+    began = time.perf_counter()
+    judge_soap(big, "1-2-" + "ab" * 64)
+    took = time.perf_counter() - began
+    return [("SOAP judge, an answer of openings that never close (s)",
+             f"old regex on 64 KiB: {old_took:.2f}", f"{took:.4f} on 1 MiB",
+             "linear", "yes" if took < old_took else "NO")]  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--tasks", type=int, default=2000, help="tasks in the async burst")
     parser.add_argument("--login-timeout", type=float, default=2.0, help="for the Redis run")
+    parser.add_argument("--only-27", action="store_true", help="only the issue 27 scenarios")
     args = parser.parse_args()
-    rows = frozen_redis(args.login_timeout)
-    print("  measured: the fleet with Redis frozen", file=sys.stderr, flush=True)
-    rows = async_burst(args.tasks) + rows
+    rows: list[Row] = []
+    for name, scenario in (
+        ("short deadlines", short_deadlines),
+        ("a busy /auth", busy_auth),
+        ("a forked child", forked_child),
+        ("the SOAP judge", soap_judge),
+    ):
+        rows += scenario()
+        print(f"  measured: {name}", file=sys.stderr, flush=True)
+    if not args.only_27:
+        rows = async_burst(args.tasks) + frozen_redis(args.login_timeout) + rows
     command = "python benchmarks/faults_run.py"
     if args.tasks != 2000:
         command += f" --tasks {args.tasks}"

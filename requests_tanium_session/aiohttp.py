@@ -296,7 +296,7 @@ class _Shown:
         )
 
     def __repr__(self) -> str:
-        return f"<response [{self.status} {self.reason}] {self.method} {self.url}>"
+        return f"<response [{self.status} {self.reason}] {self.method} {shown_url(self.url)}>"
 
 
 @contextlib.contextmanager

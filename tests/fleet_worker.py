@@ -104,3 +104,40 @@ def hold_lock(spec: tuple[Any, ...], origin: str, lease: float, held: Any) -> No
     assert store.acquire(lease, 5) is not None
     held.set()
     time.sleep(60)
+
+
+def revoked_slowly(
+    url: str, user: str, password: str, spec: tuple[Any, ...], login_timeout: float,
+    ready: Any, go: Any, out: Any,
+) -> None:  # fmt: skip
+    """As :func:`revoked`, with a ``login_timeout`` the server's ``/auth`` nearly uses up."""
+    auth = TaniumSessionAuth.from_credentials(
+        url, user, password, store=make_store(spec), revalidate_after=30,
+        login_timeout=login_timeout,
+    )  # fmt: skip
+    ready.wait()
+    go.wait()
+    out.put(_threads(url, auth, 4, 2))
+
+
+def rounds(
+    url: str, user: str, password: str, spec: tuple[Any, ...], skew: float, window: float,
+    count: int, gate: Any, out: Any,
+) -> None:  # fmt: skip
+    """A member whose wall clock is ``skew`` seconds off: ``count`` rounds of requests,
+    each begun and ended with the whole fleet (and the test) at ``gate``; between rounds
+    the session goes stale, and the test may revoke it."""
+    if skew:
+        real = time.time
+        time.time = lambda: real() + skew  # type: ignore[assignment]
+    auth = TaniumSessionAuth.from_credentials(
+        url, user, password, store=make_store(spec), revalidate_after=window
+    )
+    statuses: list[int] = []
+    gate.wait()  # every member has its session
+    for _ in range(count):
+        time.sleep(window + 0.1)  # stale again
+        gate.wait()
+        statuses += _threads(url, auth, 4, 1)
+        gate.wait()
+    out.put(statuses)

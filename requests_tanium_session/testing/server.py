@@ -161,7 +161,9 @@ class _Handler(BaseHTTPRequestHandler):
     server: _Server
 
     def log_message(self, format: str, *args: Any) -> None:
-        log.debug("local Tanium server: " + format, *args)
+        # The request line without its query string: a test's URL may carry a secret.
+        shown = [_QUERY.sub(" ", a) if isinstance(a, str) else a for a in args]
+        log.debug("local Tanium server: " + format, *shown)
 
     def setup(self) -> None:
         super().setup()
@@ -281,6 +283,9 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 _JSON = {"Content-Type": "application/json"}
+
+#: A query string in a request line (``GET /path?query HTTP/1.1``), up to the version.
+_QUERY = re.compile(r"\?\S* ")
 _TEXT = {"Content-Type": "text/plain; charset=us-ascii"}
 
 
