@@ -35,6 +35,7 @@ from .protocol import MAX_ANSWER_BYTES, SOAP_PATH
 __all__ = [
     "CONFIRM",
     "DONE",
+    "ENCODED_READ_CHUNK",
     "INSPECT",
     "READ_CHUNK",
     "RECOVER",
@@ -46,6 +47,9 @@ __all__ = [
 
 #: Bytes asked for per read while the auth reads a body itself.
 READ_CHUNK = 1 << 14
+#: Bytes asked for per read of a compressed body, where the client may inflate each
+#: read whole (urllib3 1.26 does): a KiB of a deflate bomb inflates to about a MiB.
+ENCODED_READ_CHUNK = 1 << 10
 
 
 class Next(enum.Enum):

@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import http.cookiejar
 import os
+import re
 import socket
+import weakref
 from collections.abc import Mapping
 from functools import partial
 from typing import Any, ClassVar, Optional, Union
@@ -18,7 +20,14 @@ from urllib3.util import Retry
 from ._closing import Closing
 from ._origin import is_loopback, parse_base_url
 from ._worker import Worker, on_worker
-from .protocol import REDACTED, SECRET_HEADERS, Call, parse_retry_after, transport_reason
+from .protocol import (
+    REDACTED,
+    SECRET_HEADERS,
+    Call,
+    parse_retry_after,
+    proxy_reason,
+    transport_reason,
+)
 
 __all__ = ["Answer", "HttpClient", "default_retry", "gateway_retry", "redact_request"]
 
@@ -188,6 +197,10 @@ class HttpClient(Closing):
         self._owns_session = session is None
         if session is None:
             session = _private_session(retries)
+            # An auth dropped without close() closes its sockets when collected, as
+            # urllib3 >= 1.26.16 does for its pools (older ones leave them to the GC,
+            # which warns: ResourceWarning).
+            weakref.finalize(self, session.close)
         elif retries is not None:
             raise ValueError("pass retries= or session=, not both: mount the retries on it")
         self.session = session
@@ -255,8 +268,23 @@ class HttpClient(Closing):
 
         try:
             return on_worker(partial(self._run, call, timeout), timeout, give_up)
+        except requests.exceptions.ChunkedEncodingError as exc:
+            # urllib3 2's IncompleteRead or ours (urllib3 1.26): never a token.
+            raise requests.exceptions.ChunkedEncodingError(
+                f"{call.method} {self.url}{call.path}: the answer was cut short"
+                " (connection dropped)",
+                request=exc.request,
+                response=exc.response,
+            ) from exc
+        except requests.exceptions.ProxyError as exc:
+            raise requests.exceptions.ProxyError(
+                f"{call.method} {self.url}{call.path} through the proxy "
+                f"{self._proxy_for(self.url + call.path)}: {proxy_reason(str(exc))}",
+                request=exc.request,
+                response=exc.response,
+            ) from exc
         except requests.exceptions.ConnectionError as exc:
-            if isinstance(exc, (requests.exceptions.Timeout, requests.exceptions.ProxyError)):
+            if isinstance(exc, requests.exceptions.Timeout):
                 raise
             # The same type, in a few words instead of urllib3's wrapped text (its
             # cause keeps the details).
@@ -292,6 +320,16 @@ class HttpClient(Closing):
                 redact_request(response.request)
             raise
 
+    def _proxy_for(self, url: str) -> str:
+        """The proxy a call to ``url`` went through, without its credentials."""
+        proxies = dict(self.session.proxies)
+        if self._send.get("proxies") is not None:
+            proxies.update(self._send["proxies"])
+        elif self.session.trust_env:
+            proxies.update(requests.utils.get_environ_proxies(url))
+        proxy = requests.utils.select_proxy(url, proxies) or "(unknown)"
+        return re.sub(r"//[^/@]*@", "//", proxy)  # user:password@ is not shown
+
     @staticmethod
     def timeout_error(message: str) -> Exception:
         """What a caller waiting for another's flight raises at its deadline."""
@@ -312,15 +350,35 @@ class HttpClient(Closing):
         return f"HttpClient(url={self.url!r}, verify={self.verify!r})"
 
 
+def cut_short(resp: requests.Response) -> Optional[requests.exceptions.ChunkedEncodingError]:
+    """The error of a body read to its end with fewer bytes than its ``Content-Length``
+    announced (a dropped connection), else None. urllib3 2 raises this itself; 1.26
+    returns the cut body as if it were whole."""
+    declared = resp.headers.get("content-length", "")
+    tell = getattr(resp.raw, "tell", None)
+    if not declared.isdigit() or tell is None:
+        return None
+    got = tell()
+    if not isinstance(got, int) or got >= int(declared):
+        return None
+    return requests.exceptions.ChunkedEncodingError(
+        f"the answer was cut short: {got} of {int(declared)} bytes (connection dropped)"
+    )
+
+
 def _read_capped(resp: requests.Response, limit: int, worker: Worker[Answer]) -> Optional[bytes]:
-    """At most ``limit`` bytes of a streamed body, or None when it is longer."""
+    """At most ``limit`` bytes of a streamed body, or None when it is longer; raises
+    ``ChunkedEncodingError`` for a body cut short of its ``Content-Length``."""
     chunks: list[bytes] = []
     size = 0
     for chunk in resp.iter_content(4096):
         if worker.abandoned:
-            break
+            return b"".join(chunks)
         size += len(chunk)
         if size > limit:
             return None
         chunks.append(chunk)
+    cut = cut_short(resp)
+    if cut is not None:
+        raise cut
     return b"".join(chunks)
