@@ -64,8 +64,26 @@ class _Fail(Exception):
         self.status = status
 
 
+class _PipeClosed(Exception):
+    """Standard output was closed by its reader (``| head``): stop quietly."""
+
+
 def _out(text: str, stream: Optional[TextIO] = None) -> None:
-    print(text, file=stream or sys.stdout, flush=True)
+    try:
+        print(text, file=stream or sys.stdout, flush=True)
+    except BrokenPipeError:
+        # Whatever is still buffered goes nowhere, and no later write (at exit
+        # included) raises again; the main thread stops, a helper thread goes quiet.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, (stream or sys.stdout).fileno())
+        os.close(devnull)
+        if threading.current_thread() is threading.main_thread():
+            raise _PipeClosed from None
+
+
+def _n(count: int, noun: str) -> str:
+    """``count`` and ``noun``, plural unless it is one: "1 login", "2 logins"."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 # -- demo -------------------------------------------------------------------
@@ -101,7 +119,7 @@ def _story(args: argparse.Namespace) -> int:
             _out(f"0. logged in as {user!r} with from_credentials (1 /auth login)")
             server.reset_counts()
 
-            _out(f"1. burst: {count} requests from {threads} thread(s) through one auth")
+            _out(f"1. burst: {_n(count, 'request')} from {_n(threads, 'thread')} through one auth")
             ok = _burst(http, api, threads, count)
             _out(f"   {ok}/{count} answered 200; /auth calls: {server.count(AUTH_PATH)}")
 
@@ -118,9 +136,9 @@ def _story(args: argparse.Namespace) -> int:
             validations = server.auth_calls["validate"] - calls.get("validate", 0)
             logins = server.auth_calls["login"] - calls.get("login", 0)
             _out(
-                f"   answered {resp.status_code} after {len(resp.history)} resend: the old "
-                f"session was rejected ({validations} validation) and from_credentials logged "
-                f"in again ({logins} login)"
+                f"   answered {resp.status_code} after {_n(len(resp.history), 'resend')}: the "
+                f"old session was rejected ({_n(validations, 'validation')}) and "
+                f"from_credentials logged in again ({_n(logins, 'login')})"
             )
 
             _out("4. a request the user may not make (GET /api/v2/denied)")
@@ -138,10 +156,11 @@ def _story(args: argparse.Namespace) -> int:
             for (path, st), n in server.statuses.items()
             if st == 200 and path == "/api/v2/sensors"
         )
+        calls = server.auth_calls
         _out(
-            f"done: {total} API requests ({answered} answered 200), "
-            f"{server.auth_calls['validate']} validations and {server.auth_calls['login']} "
-            "logins in all; 1 revocation recovered, 1 permission 403 told apart"
+            f"done: {_n(total, 'API request')} ({answered} answered 200), "
+            f"{_n(calls['validate'], 'validation')} and {_n(calls['login'], 'login')} in all; "
+            "1 revocation recovered, 1 permission 403 told apart"
         )
     return code
 
@@ -376,6 +395,7 @@ def _transport(exc: requests.RequestException) -> str:
 
 # -- serve ------------------------------------------------------------------
 
+_SERVE_COMMANDS = ("new-session", "new-token", "help", "quit")
 _SERVE_HELP = """\
 commands on standard input: 'new-session' (a fresh session id), 'new-token' (a fresh
 API token), 'help', 'quit'; Ctrl-C also stops the server"""
@@ -415,7 +435,8 @@ def _serve(args: argparse.Namespace) -> int:
         if args.json:
             info = {"url": server.url, "session": session, "api_token": server.new_api_token(),
                     "ca_bundle": bundle, "user": DEFAULT_USER[0], "password": DEFAULT_USER[1],
-                    "expires_after": DEFAULT_EXPIRATION}  # fmt: skip
+                    "expires_after": DEFAULT_EXPIRATION,
+                    "env": _environment(server.url, session, bundle)}  # fmt: skip
             _out(json.dumps(info))
         else:
             _greet(server, session, bundle)
@@ -436,6 +457,18 @@ def _serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _environment(url: str, session: str, bundle: Optional[str]) -> dict[str, str]:
+    """The variables every example in the docs reads its values from."""
+    from .testing.server import DEFAULT_USER
+
+    env = {ENV_URL: url, ENV_SESSION: session, ENV_USER: DEFAULT_USER[0],
+           ENV_PASSWORD: DEFAULT_USER[1]}  # fmt: skip
+    if bundle:  # requests reads the first, httpx and aiohttp (OpenSSL) the second
+        env.update(REQUESTS_CA_BUNDLE=bundle, SSL_CERT_FILE=bundle)
+    env["NO_PROXY"] = "127.0.0.1,localhost"  # keep proxies off the local server
+    return env
+
+
 def _greet(server: TaniumServer, session: str, bundle: Optional[str]) -> None:
     """What ``serve`` prints first: where, what to export, how to log in."""
     from .testing.server import DEFAULT_EXPIRATION, DEFAULT_USER
@@ -447,14 +480,11 @@ def _greet(server: TaniumServer, session: str, bundle: Optional[str]) -> None:
     _out(f"API token: {server.new_api_token()}")
     _out("")
     _out("use it from a shell (values for this local server only):")
-    _out(f"  export {ENV_URL}={server.url}")
-    _out(f"  export {ENV_SESSION}={session}")
-    if bundle:
-        _out(f"  export REQUESTS_CA_BUNDLE={bundle}")
-    _out("  export NO_PROXY=127.0.0.1,localhost   # keep proxies off the local server")
+    for name, value in _environment(server.url, session, bundle).items():
+        _out(f"  export {name}={value}")
     _out(
         f"log in with user {DEFAULT_USER[0]!r}, password {DEFAULT_USER[1]!r} "
-        "(TaniumSessionAuth.from_credentials, or POST /auth)"
+        f"(TaniumSessionAuth.from_env() reads them from {ENV_USER} and {ENV_PASSWORD})"
     )
     _out(
         f"sessions expire after {DEFAULT_EXPIRATION:.0f} s idle; type 'new-session' "
@@ -473,8 +503,9 @@ def _status(server: TaniumServer, stop: threading.Event, tty: bool) -> None:
         calls = server.auth_calls
         total = sum(server.counts.values())
         line = (
-            f"status: {server.session_count} sessions, {calls['validate']} validations, "
-            f"{calls['login']} logins, {(total - last_requests) / every:.1f} requests/s"
+            f"status: {_n(server.session_count, 'session')}, "
+            f"{_n(calls['validate'], 'validation')}, {_n(calls['login'], 'login')}, "
+            f"{(total - last_requests) / every:.1f} requests/s"
         )
         last_requests = total
         if tty:
@@ -504,11 +535,23 @@ def _commands(server: TaniumServer, stop: threading.Event, as_json: bool = False
         elif command == "quit":
             stop.set()
             return
-        elif command:
-            _out(_SERVE_HELP)
+        elif command:  # help, or a mistyped command (not echoed: it may be a secret)
+            known = command == "help"
+            if as_json:
+                _out(json.dumps({"help": _SERVE_HELP.replace("\n", " "),
+                                 "commands": list(_SERVE_COMMANDS), "ok": known}))  # fmt: skip
+            else:
+                _out(_SERVE_HELP if known else f"unknown command; {_SERVE_HELP}")
 
 
 # -- wiring -------------------------------------------------------------------
+
+
+#: What an unrecognized option may be shown as: a plain option name. Anything else
+#: (argparse 3.13 hands back "-1-23-abc" for "-v1-23-abc") may be a secret's fragment.
+_OPTION_NAME = re.compile(r"--[a-z]+(?:-[a-z]+)*|-[a-zA-Z]")
+#: A value argparse quotes in its message, either way repr() quotes it.
+_QUOTED = re.compile(r"""(: |argument )(?:'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")""")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -517,8 +560,9 @@ class _Parser(argparse.ArgumentParser):
     def parse_args(self, args: Any = None, namespace: Any = None) -> Any:
         parsed, extras = self.parse_known_args(args, namespace)
         if extras:
-            names = sorted({a.split("=", 1)[0] for a in extras if a.startswith("-")})
-            others = sum(1 for a in extras if not a.startswith("-"))
+            heads = [a.split("=", 1)[0] for a in extras if a.startswith("-")]
+            names = sorted({h for h in heads if _OPTION_NAME.fullmatch(h)})
+            others = len(extras) - sum(1 for h in heads if _OPTION_NAME.fullmatch(h))
             shown = ", ".join(names) if names else "none"
             self.error(
                 f"unrecognized arguments: options {shown}; {others} other value(s) not shown "
@@ -530,7 +574,7 @@ class _Parser(argparse.ArgumentParser):
         if "unrecognized arguments" not in message:  # (those are named without values)
             # "invalid choice: 'x'", "ignored explicit argument 'x'", "invalid float
             # value: 'x'": whatever was typed may be a secret.
-            message = re.sub(r"(: |argument )'[^']*'", r"\1(value not shown)", message)
+            message = _QUOTED.sub(r"\1(value not shown)", message)
         self.print_usage(sys.stderr)
         self.exit(EXIT_ERROR, f"{self.prog}: error: {message}\n")
 
@@ -635,6 +679,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         code: int = args.main(args)
         return code
     except KeyboardInterrupt:
+        return EXIT_ERROR
+    except _PipeClosed:
         return EXIT_ERROR
     except Exception as exc:
         code, message, _ = _judge(exc)
