@@ -20,11 +20,13 @@ import asyncio
 import inspect
 import os
 import threading
+import warnings
 import weakref
 from collections.abc import Callable, Collection
 from typing import Any, ClassVar, NamedTuple, Optional, TypedDict, TypeVar
 
 from packaging.specifiers import SpecifierSet
+from urllib3.exceptions import InsecureRequestWarning
 
 from ._closing import Closing
 from ._drive import arun, run
@@ -60,6 +62,8 @@ __all__ = [
     "check_options",
     "core_of",
     "credentials_for",
+    "warn_unverified",
+    "wrong_client",
 ]
 
 A = TypeVar("A", bound="TaniumAuthBase")
@@ -200,6 +204,38 @@ def _after_fork_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):  # POSIX: a child starts with no flight of its parent
     os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+#: The auth to use for each client (by the top-level module of its request type).
+_AUTH_FOR = {
+    "requests": "requests_tanium_session.TaniumSessionAuth (or TaniumSession)",
+    "niquests": "requests_tanium_session.TaniumSessionAuth",
+    "httpx": "requests_tanium_session.httpx.TaniumAuth",
+    "aiohttp": "requests_tanium_session.aiohttp.TaniumMiddleware",
+}
+
+
+def warn_unverified(url: str, stacklevel: int = 3) -> None:
+    """Warn, as urllib3 does, that this auth's TLS calls to ``url`` are not verified
+    (``verify=False``, ``ssl=False``): one ``InsecureRequestWarning`` per auth."""
+    if url.startswith("https:"):
+        warnings.warn(
+            f"TLS certificate verification is off for {url}: anyone on the path can read "
+            "the session id",
+            InsecureRequestWarning,
+            stacklevel=stacklevel,
+        )
+
+
+def wrong_client(mine: str, given: object) -> TypeError:
+    """The error of ``mine`` ("TaniumAuth is the auth for httpx") handed a request of
+    another client: it names the class to use for that client."""
+    client = type(given).__module__.partition(".")[0]
+    use = _AUTH_FOR.get(client)
+    if use is None:
+        others = "; ".join(f"for {name} {auth}" for name, auth in _AUTH_FOR.items())
+        return TypeError(f"{mine}; it was given a {type(given).__name__}: {others}")
+    return TypeError(f"{mine}; this is a {client} request: use {use}")
 
 
 def core_of(view: CoreView) -> Core:
@@ -462,17 +498,20 @@ class TaniumAuthBase(CoreView, Closing):
     def _from_environment(cls: type[A], options: dict[str, Any]) -> A:
         """Built from ``TANIUM_URL`` and ``TANIUM_SESSION`` (every ``from_env``), or from
         ``TANIUM_USER`` and ``TANIUM_PASSWORD`` (and ``TANIUM_DOMAIN``): then the first
-        request logs in by ``options["login"]``'s route. No I/O here; ``ValueError``
-        names a missing or malformed variable (never its value)."""
+        request logs in by ``options["login"]``'s route. With both, the session is used
+        and the credentials log in again when it dies (unless ``refresh`` is given). No
+        I/O here; ``ValueError`` names a missing or malformed variable (never its value)."""
         login = options.pop("login", "auth")
         url = _env(ENV_URL)
         session = os.environ.get(ENV_SESSION, "")
         build: Any = cls
-        if not session and os.environ.get(ENV_USER) and os.environ.get(ENV_PASSWORD):
+        credentials = None
+        if os.environ.get(ENV_USER) and os.environ.get(ENV_PASSWORD):
             credentials = credentials_for(
                 os.environ[ENV_USER], os.environ[ENV_PASSWORD],
                 domain=os.environ.get(ENV_DOMAIN, ""), login=login,
             )  # fmt: skip
+        if not session and credentials is not None:
             if {"refresh", "session"} & options.keys():
                 raise TypeError("from_env() with credentials makes its own session and refresh")
             return build(url, None, refresh=credentials, **options)  # type: ignore[no-any-return]
@@ -486,6 +525,8 @@ class TaniumAuthBase(CoreView, Closing):
         except ValueError as exc:
             hint = "; strip the surrounding whitespace" if session != session.strip() else ""
             raise ValueError(f"environment variable {exc}{hint}") from None
+        if credentials is not None and "refresh" not in options:
+            options["refresh"] = credentials  # the session first; a login when it dies
         return build(url, session, **options)  # type: ignore[no-any-return]
 
     @classmethod

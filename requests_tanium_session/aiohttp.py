@@ -15,9 +15,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-from collections.abc import AsyncIterator, Callable, Collection, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator
+from contextvars import ContextVar
 from ssl import SSLContext
-from typing import TYPE_CHECKING, Any, Optional, Union
+from typing import TYPE_CHECKING, Any, Optional, Union, cast
 
 try:
     import aiohttp
@@ -32,7 +33,14 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
 
 from ._answer import CONFIRM, DONE, INSPECT, READ_CHUNK, Next, announced_too_long, next_step
 from ._effects import Answered, Credentials
-from ._face import AsyncFace, CommonOptions, TaniumAuthBase, check_options
+from ._face import (
+    AsyncFace,
+    CommonOptions,
+    TaniumAuthBase,
+    check_options,
+    warn_unverified,
+    wrong_client,
+)
 from ._origin import OriginMatcher, is_loopback, parse_base_url, shown_url
 from .exceptions import TaniumAuthError
 from .protocol import (
@@ -58,6 +66,10 @@ if TYPE_CHECKING:
     from typing_extensions import Unpack
 
 Refresh = Callable[[], Any]
+
+#: The Tanium URL another origin's redirect sends this task's next hop to: that hop goes
+#: without the session, as in requests and httpx (one mark per task; see ``_arriving``).
+_ARRIVING: ContextVar[Optional[URL]] = ContextVar("tanium_arriving", default=None)
 
 
 # -- the wire: protocol calls, and nothing secret in what they raise ------------------------
@@ -423,6 +435,8 @@ class TaniumMiddleware(AsyncFace, TaniumAuthBase):
         self._matches = OriginMatcher(self._core.origin)
         self._paths = special_paths(self.url)
         self._transport = {"ssl": ssl, "proxy": proxy, "allow_http": allow_http}
+        if ssl is False:
+            warn_unverified(self.url)
         core = self._core  # what the middleware reads on every request, bound once
         self._fresh, self._confirm = core.state.fresh, core.state.confirm
         self._aflights, self._policy = core.aflights, core.policy
@@ -484,25 +498,58 @@ class TaniumMiddleware(AsyncFace, TaniumAuthBase):
             return "an unreadable location"
         return None if self.is_tanium_url(target) else f"{target.host}:{target.port}"
 
+    def _back(
+        self, request: aiohttp.ClientRequest, response: aiohttp.ClientResponse
+    ) -> Optional[URL]:
+        """The Tanium URL a redirect from another origin leads to, else None."""
+        location = response.headers.get("Location")
+        try:
+            target = request.url.join(URL(location)) if location else None
+        except ValueError:
+            return None
+        return target if target is not None and self.is_tanium_url(target) else None
+
+    @staticmethod
+    def _arriving(url: URL) -> bool:
+        """Whether this request is the hop another origin's redirect announced (the
+        mark is used up either way: it holds for the next request of this task only)."""
+        target = _ARRIVING.get()
+        _ARRIVING.set(None)
+        return target is not None and target.with_fragment(None) == url.with_fragment(None)
+
     def client_session(self, **kwargs: Any) -> TaniumClientSession:
         """An ``aiohttp.ClientSession`` with this middleware and ``base_url`` set, whose
         requests raise this package's exceptions as they are (a plain session with the
         middleware raises them as the ``__cause__`` of an ``aiohttp.ClientOSError``)."""
         kwargs.setdefault("base_url", self.url + "/")
-        middlewares = (self, *kwargs.pop("middlewares", ()))
+        # Innermost: a caller's middleware that sends elsewhere (a failover) sends no
+        # session, and a resend is one request to the middlewares around it.
+        middlewares = (*kwargs.pop("middlewares", ()), self)
         return TaniumClientSession(aiohttp.ClientSession(middlewares=middlewares, **kwargs))
 
-    async def __call__(
+    def __call__(
+        self, request: aiohttp.ClientRequest, handler: Optional[aiohttp.ClientHandlerType] = None
+    ) -> Awaitable[aiohttp.ClientResponse]:
+        if handler is None:  # requests calls its auth so, httpx a callable auth
+            raise wrong_client("TaniumMiddleware is the middleware for aiohttp", request)
+        return self._handle(request, handler)
+
+    async def _handle(
         self, request: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType
     ) -> aiohttp.ClientResponse:
         flights = self._aflights
         if flights.in_callback() or not self.is_tanium_url(request.url):
             request.headers.popall(HEADER, None)  # a redirect hop that left the origin
-            return await handler(request)
+            response = await handler(request)
+            if 300 <= response.status < 400 and not flights.in_callback():
+                _ARRIVING.set(self._back(request, response))
+            return response
+        if _ARRIVING.get() is not None and self._arriving(request.url):
+            return await handler(request)  # a hop sent here by another origin: no session
         token = self._fresh()
         core = self._core
         if token is None or self._policy.gate:
-            token = await core.arun(core.begin(flights, self.refresh))
+            token = cast(str, await core.arun(core.begin(flights, self.refresh)))
         request.headers[HEADER] = token
         response = await handler(request)
         away = self._away(request, response) if 300 <= response.status < 400 else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import re
 import warnings
@@ -15,12 +16,28 @@ import requests
 from requests.auth import AuthBase
 from requests.cookies import extract_cookies_to_jar
 from requests.utils import requote_uri, rewind_body
-from urllib3.exceptions import InsecureRequestWarning
 
-from ._answer import CONFIRM, DONE, INSPECT, READ_CHUNK, announced_too_long, next_step
-from ._face import CommonOptions, Core, SyncFace, TaniumAuthBase, check_options, core_of
+from ._answer import (
+    CONFIRM,
+    DONE,
+    ENCODED_READ_CHUNK,
+    INSPECT,
+    READ_CHUNK,
+    announced_too_long,
+    next_step,
+)
+from ._face import (
+    CommonOptions,
+    Core,
+    SyncFace,
+    TaniumAuthBase,
+    check_options,
+    core_of,
+    warn_unverified,
+    wrong_client,
+)
 from ._origin import OriginMatcher, is_loopback, shown_url
-from .http_client import HttpClient, redact_request
+from .http_client import HttpClient, cut_short, redact_request
 from .protocol import (
     DEFAULT_EXPIRES_AFTER,
     DEFAULT_LOGIN_TIMEOUT,
@@ -124,10 +141,12 @@ def _peek(r: requests.Response) -> Optional[bytes]:
     if announced_too_long(r.headers.get("content-length")):
         return None
     raw = r.raw
+    encoding = r.headers.get("content-encoding", "identity").lower()
+    amount = READ_CHUNK if encoding in ("identity", "") else ENCODED_READ_CHUNK
     if hasattr(raw, "stream"):
-        source: Iterator[bytes] = raw.stream(READ_CHUNK, decode_content=True)
+        source: Iterator[bytes] = raw.stream(amount, decode_content=True)
     else:  # a file-like raw (another adapter)
-        source = iter(partial(raw.read, READ_CHUNK), b"")
+        source = iter(partial(raw.read, amount), b"")
     kept: list[bytes] = []
     size = 0
     try:
@@ -139,6 +158,10 @@ def _peek(r: requests.Response) -> Optional[bytes]:
                 return None
     except Exception as exc:  # the caller meets it where it was met
         r.raw = _Replayed(raw, kept, error=exc)
+        return None
+    cut = cut_short(r)  # urllib3 1.26 takes a dropped connection for the end
+    if cut is not None:
+        r.raw = _Replayed(raw, kept, error=cut)
         return None
     body = b"".join(kept)
     r.raw = _Replayed(raw, [body])
@@ -192,11 +215,22 @@ class AuthOptions(CommonOptions, total=False):
     ver_check: Optional[bool]
 
 
-_WRONG_CLIENT = (
-    "TaniumSessionAuth is the auth for requests; for httpx use "
-    "requests_tanium_session.httpx.TaniumAuth, for aiohttp "
-    "requests_tanium_session.aiohttp.TaniumMiddleware"
-)
+_MINE = "TaniumSessionAuth is the auth for requests"
+_Response = requests.Response
+
+
+def _refuse_async(r: Any) -> None:
+    """Refuse a response of an async requests-alike (niquests ``AsyncSession``): this
+    hook is synchronous, so its checks would block the event loop and its resend
+    could not be awaited."""
+    send = getattr(getattr(r, "connection", None), "send", None)
+    if inspect.iscoroutinefunction(send):
+        raise TypeError(
+            f"{_MINE} and its sync look-alikes (niquests.Session); an async session "
+            f"({type(r).__module__.partition('.')[0]}.AsyncSession) would block its event "
+            "loop: use httpx.AsyncClient with requests_tanium_session.httpx.TaniumAuth, or "
+            "aiohttp with requests_tanium_session.aiohttp.TaniumMiddleware"
+        )
 
 
 def _warn_retried_statuses(adapter: Any, codes: Collection[int], stacklevel: int = 2) -> None:
@@ -366,12 +400,7 @@ class TaniumSessionAuth(SyncFace, TaniumAuthBase, AuthBase):
         self._sid = session_id
         self._init_runtime()
         if client.verify is False:
-            warnings.warn(
-                f"TLS certificate verification is off for {client.url}: anyone on the "
-                "path can read the session id",
-                InsecureRequestWarning,
-                stacklevel=2,
-            )
+            warn_unverified(client.url)
 
     def _init_runtime(self) -> None:
         """What the request path reads on every call, bound once."""
@@ -452,14 +481,16 @@ class TaniumSessionAuth(SyncFace, TaniumAuthBase, AuthBase):
         """True when the prepared ``url`` has the Tanium origin (scheme, host, port)."""
         return self._matches(url)
 
-    def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
+    def __call__(
+        self, r: requests.PreparedRequest, _handler: Any = None
+    ) -> requests.PreparedRequest:
         url = r.url
         # The prefix test is is_tanium_url's own fast path, inlined: this runs per request.
         try:
             if not url or not (url.startswith(self._prefixes) or self.is_tanium_url(url)):
                 return r
         except AttributeError:  # not a requests.PreparedRequest: httpx's, most likely
-            raise TypeError(_WRONG_CLIENT) from None
+            raise wrong_client(_MINE, r) from None
         if self._flights.in_callbacks and self._flights.in_callback():
             return r  # a login made from inside refresh() or on_token_update()
         if self._gate:
@@ -486,6 +517,8 @@ class TaniumSessionAuth(SyncFace, TaniumAuthBase, AuthBase):
         """Response hook: the one answer rule (a 2xx confirms, SOAP is inspected, a
         401/403 or a redirect to another origin recovers); the header never follows a
         redirect that leaves the origin."""
+        if r.__class__ is not _Response:
+            _refuse_async(r)
         req = r.request
         url = req.url
         if not url or not self.is_tanium_url(url):
@@ -620,7 +653,8 @@ class TaniumSession(requests.Session):
     ``session.auth`` only sees the redirects its own hook sees).
 
     Args:
-        url, session: as :class:`TaniumSessionAuth`.
+        url: as :class:`TaniumSessionAuth`.
+        session: as :class:`TaniumSessionAuth`.
         auth: a ready :class:`TaniumSessionAuth` instead (left open on ``close()``).
         **auth_kwargs: passed to :class:`TaniumSessionAuth`.
     """

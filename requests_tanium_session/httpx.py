@@ -31,8 +31,16 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
     ) from exc
 
 from ._answer import CONFIRM, DONE, INSPECT, Decoder, Next, announced_too_long, next_step
-from ._effects import COROUTINE_REFRESH, Answered, Credentials, Flow
-from ._face import AsyncFace, CommonOptions, SyncFace, TaniumAuthBase, check_options
+from ._effects import COROUTINE_REFRESH, Answered, Credentials, Flow, Provider
+from ._face import (
+    AsyncFace,
+    CommonOptions,
+    SyncFace,
+    TaniumAuthBase,
+    check_options,
+    warn_unverified,
+    wrong_client,
+)
 from ._origin import DEFAULT_PORTS, OriginMatcher, is_loopback, parse_base_url, shown_url
 from ._worker import Worker, on_worker
 from .protocol import (
@@ -452,6 +460,8 @@ class TaniumAuth(SyncFace, AsyncFace, TaniumAuthBase, httpx.Auth):
         self._fresh, self._confirm = core.state.fresh, core.state.confirm
         self._flights, self._aflights, self._policy = core.flights, core.aflights, core.policy
         self._transport = {"verify": verify, "cert": cert, "proxy": proxy, "allow_http": allow_http}
+        if verify is False:
+            warn_unverified(self.url)
 
     @classmethod
     def from_env(cls, *, login: str = "auth", **kwargs: Unpack[HttpxOptions]) -> TaniumAuth:
@@ -487,8 +497,9 @@ class TaniumAuth(SyncFace, AsyncFace, TaniumAuthBase, httpx.Auth):
         if url.__class__ is _URL:
             # httpx's parsed form is one attribute away; the public properties decode
             # and re-encode on every read, which costs more than the rest of the flow.
+            parsed: Any = url  # (annotations of this private attribute vary by version)
             try:
-                return bool(url._uri_reference[:4] == self._key)
+                return bool(parsed._uri_reference[:4] == self._key)
             except (AttributeError, TypeError):  # another httpx: the public, slower way
                 pass
         return self._matches(str(url))
@@ -499,8 +510,9 @@ class TaniumAuth(SyncFace, AsyncFace, TaniumAuthBase, httpx.Auth):
         """An ``httpx.Client`` with ``auth=self``, ``base_url=url``, this auth's
         ``verify``, and a request hook that removes the header from every request not
         to the origin (redirect hops included: httpx carries custom headers across
-        origins)."""
-        self._refuse_coroutine()
+        origins). Refused (``TypeError``) while ``refresh`` is a coroutine function."""
+        if inspect.iscoroutinefunction(self.refresh):
+            raise TypeError(COROUTINE_REFRESH.format(client="an httpx.Client"))
         hooks = dict(kwargs.pop("event_hooks", None) or {})
         hooks["request"] = [self._strip, *hooks.get("request", [])]
         kwargs.setdefault("base_url", self.url)
@@ -515,9 +527,24 @@ class TaniumAuth(SyncFace, AsyncFace, TaniumAuthBase, httpx.Auth):
         kwargs.setdefault("verify", self._wire.ssl or self._transport["verify"])
         return httpx.AsyncClient(auth=self, event_hooks=hooks, **kwargs)
 
-    def _refuse_coroutine(self) -> None:
-        if inspect.iscoroutinefunction(self.refresh):
-            raise TypeError(COROUTINE_REFRESH.format(client="an httpx.Client"))
+    @property
+    def refresh(self) -> Provider:
+        """What renews a dead session (see :class:`TaniumAuth`)."""
+        return self._refresh
+
+    @refresh.setter
+    def refresh(self, value: Provider) -> None:
+        self._refresh = value
+        if inspect.iscoroutinefunction(value):  # an httpx.Client's first request raises
+            self.sync_auth_flow = self._refused_flow  # type: ignore[method-assign]
+        else:
+            self.__dict__.pop("sync_auth_flow", None)
+
+    def _refused_flow(self, request: httpx.Request) -> Generator[httpx.Request, Any, None]:
+        """The sync flow while ``refresh`` is a coroutine function: the first request of
+        a plain ``httpx.Client`` raises, before any call."""
+        raise TypeError(COROUTINE_REFRESH.format(client="an httpx.Client"))
+        yield request  # (a generator, as httpx expects)
 
     def _strip(self, request: httpx.Request) -> None:
         if HEADER in request.headers and not self.is_tanium_url(request.url):
@@ -603,7 +630,6 @@ class TaniumAuth(SyncFace, AsyncFace, TaniumAuthBase, httpx.Auth):
         if token is None or flights.in_callbacks or self._policy.gate:
             token = self._slow_token(request, flights)
             if token == "":
-                self._refuse_coroutine()  # at the first request, before any call
                 core = self._core
                 token = core.run(core.begin(flights, self.refresh))
         elif not self.is_tanium_url(request.url):
@@ -708,9 +734,7 @@ class TaniumAuth(SyncFace, AsyncFace, TaniumAuthBase, httpx.Auth):
         state.update(self._transport)
         return state
 
-    def __call__(self, request: Any) -> Any:
-        """Refused: ``requests`` calls its auth like this, and this is httpx's."""
-        raise TypeError(
-            "TaniumAuth is the auth for httpx; for requests use "
-            "requests_tanium_session.TaniumSessionAuth (or TaniumSession)"
-        )
+    def __call__(self, request: Any, *_: Any) -> Any:
+        """Refused: ``requests`` calls its auth like this (aiohttp its middlewares), and
+        this is httpx's."""
+        raise wrong_client("TaniumAuth is the auth for httpx", request)

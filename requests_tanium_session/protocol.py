@@ -380,6 +380,22 @@ def transport_reason(text: str) -> str:
     return f"no connection could be made; {CHECK_URL}"
 
 
+CHECK_PROXY = "check HTTPS_PROXY / HTTP_PROXY and NO_PROXY, or pass proxies="
+
+
+def proxy_reason(text: str) -> str:
+    """What a failure to go through a proxy (urllib3's ``text``) means, in a few words."""
+    if "407" in text:
+        return f"the proxy asks for credentials (407); {CHECK_PROXY}"
+    if "Tunnel connection failed" in text:
+        return f"the proxy refused the tunnel; {CHECK_PROXY}"
+    if "NameResolution" in text or "Name or service not known" in text:
+        return f"the proxy's host name does not resolve; {CHECK_PROXY}"
+    if "refused" in text:
+        return f"the proxy refused the connection; {CHECK_PROXY}"
+    return f"the proxy could not be used; {CHECK_PROXY}"
+
+
 def _status_verdict(status: int, what: str) -> Verdict:
     """Judge a non-200 status (the one status rule every call shares)."""
     if status in NOT_TANIUM_STATUSES:

@@ -388,7 +388,9 @@ class RedisStore(SessionStore):
             raise TypeError("redis_client must be a redis.Redis")
         if key is not None and (not isinstance(key, str) or not key):
             raise ValueError("key must be a non-empty str")
-        self._client = redis_client
+        # Any: redis-py's annotations differ across the 5.x the package allows (pipeline()
+        # untyped in 5.0, sync-or-async result unions); the tests drive a real server.
+        self._client: Any = redis_client
         self._key = key
 
     @property

@@ -817,7 +817,7 @@ class TaniumServer:
                 self._rejected.add(token)
                 return _json(403, {"text": "not a valid session"})
             if path == "/api/v2/session/validate":
-                answer = {"session": token}
+                answer: dict[str, Any] = {"session": token}
                 return _json(200, answer if self.validate_bare else {"data": answer})
             if path == "/api/v2/session/logout":
                 del self._sessions[token]
