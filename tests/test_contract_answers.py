@@ -15,13 +15,16 @@ import tracemalloc
 from functools import lru_cache
 from typing import Any, Callable
 
+import aiohttp
 import pytest
+from packaging.version import Version
 
 from requests_tanium_session.protocol import MAX_ANSWER_BYTES
 from requests_tanium_session.testing import TaniumServer
 
 from .harness import DENIED, READERS, SENSORS, SOAP, SOAP_BODY, Fetched, Front, fetch
 
+AIOHTTP = Version(aiohttp.__version__).release
 XML = {"Content-Type": "text/xml;charset=UTF-8"}
 
 
@@ -153,7 +156,12 @@ def test_a_401_body_is_never_read_past_the_cap(
         server.inject(SENSORS, status=401, body=bomb, headers={"Content-Encoding": "gzip"})
     got, peak = bounded(lambda: fetch(front, auth, server.url + SENSORS))
     assert got.status == 200 and server.count(SENSORS, 200) == 1  # resent, and answered
-    assert peak < 24 << 20, f"{peak >> 20} MiB allocated while reading a 401"
+    limit = 24 << 20
+    if front.aiohttp and kind == "gzip-bomb" and AIOHTTP < (3, 14):
+        # aiohttp before 3.14 (all Python 3.9 has) inflates each packet whole as it
+        # arrives, before any middleware reads: its own cost, documented in aiohttp.md.
+        limit = 192 << 20
+    assert peak < limit, f"{peak >> 20} MiB allocated while reading a 401"
 
 
 def test_a_long_403_is_closed_before_the_resend_with_a_pool_of_one(

@@ -122,13 +122,21 @@ def test_more_401s_than_connections_one_validation_one_login(
     assert server.auth_calls["login"] == 1
 
 
-async def _get(auth: Any, url: str) -> int:
-    if isinstance(auth, TaniumMiddleware):
-        async with auth.client_session() as session, session.get(url) as response:
-            await response.read()
-            return response.status
-    async with httpx.AsyncClient(auth=auth) as client:
+async def _get(client: Any, url: str) -> int:
+    """One GET through ``client`` (an ``httpx.AsyncClient`` or aiohttp session)."""
+    if isinstance(client, httpx.AsyncClient):
         return (await client.get(url)).status_code
+    async with client.get(url) as response:
+        await response.read()
+        return int(response.status)
+
+
+def _async_client(auth: Any) -> Any:
+    """One client for every task of a test: a client per task builds an SSL context
+    each, blocking the loop for seconds on a busy machine."""
+    if isinstance(auth, TaniumMiddleware):
+        return auth.client_session()
+    return httpx.AsyncClient(auth=auth)
 
 
 async def _until(check: Any, limit: float = 10.0) -> None:
@@ -149,19 +157,20 @@ def test_a_cancelled_login_leader_hands_the_flight_over(server: TaniumServer, ki
     slow = server.inject("/auth", Fault(delay=2.0, passthrough=True, count=2))
 
     async def main() -> tuple[list[Any], bool]:
-        leader = asyncio.ensure_future(_get(auth, url))
-        await _until(lambda: slow.count == 0)  # the server holds its login now
-        waiters = [asyncio.ensure_future(_get(auth, url)) for _ in range(50)]
-        # The session is known dead: the waiters wait for the login before sending.
-        await asyncio.sleep(0.3)
-        assert slow.count == 0 and server.auth_calls["login"] == 0  # still held there
-        leader.cancel()
-        outcomes = await asyncio.gather(*waiters, return_exceptions=True)
-        try:
-            await leader
-        except asyncio.CancelledError:
-            return list(outcomes), True
-        return list(outcomes), False
+        async with _async_client(auth) as client:
+            leader = asyncio.ensure_future(_get(client, url))
+            await _until(lambda: slow.count == 0)  # the server holds its login now
+            waiters = [asyncio.ensure_future(_get(client, url)) for _ in range(50)]
+            # The session is known dead: the waiters wait for the login before sending.
+            await asyncio.sleep(0.3)
+            assert slow.count == 0 and server.auth_calls["login"] == 0  # still held there
+            leader.cancel()
+            outcomes = await asyncio.gather(*waiters, return_exceptions=True)
+            try:
+                await leader
+            except asyncio.CancelledError:
+                return list(outcomes), True
+            return list(outcomes), False
 
     outcomes, cancelled = asyncio.run(main())
     assert cancelled
@@ -385,23 +394,33 @@ def test_a_frozen_redis_is_skipped_then_back(
     """The breaker: an outage costs one slow check, not one per stale window; after the
     back-off one probe finds Redis back and the store is used again."""
     store = RedisStore(redis_server.client(), key="tanium-test:breaker")
-    store.backoff = 0.5
+    store.backoff = 2.0  # longer than the eight windows below take on a busy machine
+    asked: list[float] = []
+    load_at = store.load_at
+
+    def counted() -> Any:  # the real read, counted: a skipped store is not asked at all
+        asked.append(time.monotonic())
+        return load_at()
+
+    store.load_at = counted  # type: ignore[method-assign]
     auth = TaniumSessionAuth(
         server.url, server.new_session(), store=store, revalidate_after=0.05, login_timeout=1.0
     )
     assert redis_server.proc is not None
     os.kill(redis_server.proc.pid, signal.SIGSTOP)
-    slow = 0
+    frozen_at = time.monotonic()
     for _ in range(8):  # eight stale windows within the back-off
         time.sleep(0.06)
-        got, longest = _sessions(auth, server.url + SENSORS, 1)
+        got, _ = _sessions(auth, server.url + SENSORS, 1)
         assert got == [200]
-        slow += longest > 0.2
-    assert slow == 1  # the first check waited for its budget; the rest skipped the store
+    assert time.monotonic() - frozen_at < store.backoff, "the windows outlasted the back-off"
+    # the first check asked the frozen store and waited for its budget; the rest skipped it
+    assert len([t for t in asked if t >= frozen_at]) == 1
     health = auth.store_health
     assert health is not None and not health.ok and health.last_error == "TimeoutError"
     os.kill(redis_server.proc.pid, signal.SIGCONT)
-    time.sleep(0.6)
+    # the back-off counts from the failure, one read budget (0.25 s) after the freeze
+    time.sleep(max(0.0, frozen_at + 0.25 + store.backoff + 0.3 - time.monotonic()))
     assert _sessions(auth, server.url + SENSORS, 3)[0] == [200] * 3
     assert auth.store_health is not None and auth.store_health.ok
     back = [r for r in caplog.records if r.name == STORES_LOG and "is back" in r.message]

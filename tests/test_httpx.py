@@ -118,13 +118,15 @@ def test_500_tasks_that_find_it_stale_share_one_validation(server: TaniumServer)
 
 
 def test_continuous_traffic_makes_no_auth_calls(server: TaniumServer) -> None:
-    auth = TaniumAuth(server.url, server.new_session(), revalidate_after=0.05)
+    # A window ten times a slow request's time on a busy machine: the traffic never
+    # pauses that long, so nothing goes stale.
+    auth = TaniumAuth(server.url, server.new_session(), revalidate_after=0.5)
     import time
 
     with auth.client() as client:
         assert client.get(SENSORS).status_code == 200  # may check: the client took a while
         server.reset_counts()
-        end = time.monotonic() + 0.5  # ten windows
+        end = time.monotonic() + 1.5  # three windows
         while time.monotonic() < end:
             assert client.get(SENSORS).status_code == 200
     assert server.count("/auth") == 0
