@@ -6,6 +6,7 @@ server of the test, and no test password, may appear in the captured log text.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import shutil
@@ -44,6 +45,11 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 # many machines, this one included); the tests about it set what they need. Only the
 # variables that would replace a test's own server and session are cleared.
 _OWN_VARS = ["TANIUM_URL", "TANIUM_SESSION"]
+
+
+#: Collected only where niquests is installed (the nox 'niquests' session): beside
+#: niquests, urllib3 is urllib3-future, so the main environments never have it.
+collect_ignore = [] if importlib.util.find_spec("niquests") else ["test_niquests.py"]
 
 
 @pytest.fixture(autouse=True)
@@ -143,9 +149,12 @@ def tanium_server(server: TaniumServer) -> TaniumServer:
 
 
 @pytest.fixture(params=FRONTS, ids=repr)
-def front(request: pytest.FixtureRequest) -> Front:
-    """Each front-end of the contract suite in turn (``tests/harness.py``)."""
-    return request.param  # type: ignore[no-any-return]
+def front(request: pytest.FixtureRequest) -> Iterator[Front]:
+    """Each front-end of the contract suite in turn (``tests/harness.py``); what it
+    built is closed after the test."""
+    chosen: Front = request.param
+    yield chosen
+    chosen.close_opened()
 
 
 @pytest.fixture

@@ -53,6 +53,12 @@ class Front:
 
     def __init__(self, name: str) -> None:
         self.name = name
+        self.opened: list[Any] = []  # closed by the ``front`` fixture after each test
+
+    def close_opened(self) -> None:
+        """Close every auth this front-end built for the test that just ended."""
+        while self.opened:
+            self.opened.pop().close()
 
     def __repr__(self) -> str:
         return self.name
@@ -92,11 +98,9 @@ class Front:
         return requests.ConnectionError("no route")
 
     def auth(self, url: str, session: Optional[str] = None, **kwargs: Any) -> Auth:
-        if self.aiohttp:
-            return TaniumMiddleware(url, session, **kwargs)
-        if self.httpx:
-            return TaniumAuth(url, session, **kwargs)
-        return TaniumSessionAuth(url, session, **kwargs)
+        built: Auth = self.auth_class(url, session, **kwargs)
+        self.opened.append(built)
+        return built
 
     @property
     def auth_class(self) -> Any:
@@ -115,9 +119,13 @@ class Front:
 
     def from_credentials(self, url: str, username: str, password: str, **kwargs: Any) -> Auth:
         if self.aiohttp:
-            return asyncio.run(TaniumMiddleware.from_credentials(url, username, password, **kwargs))
-        cls: Any = TaniumAuth if self.httpx else TaniumSessionAuth
-        return cls.from_credentials(url, username, password, **kwargs)  # type: ignore[no-any-return]
+            built: Auth = asyncio.run(
+                TaniumMiddleware.from_credentials(url, username, password, **kwargs)
+            )
+        else:
+            built = self.auth_class.from_credentials(url, username, password, **kwargs)
+        self.opened.append(built)
+        return built
 
     def token(self, auth: Auth) -> Optional[str]:
         """The token, validated first when stale (``validated_token()``/``atoken()``)."""

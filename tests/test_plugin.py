@@ -15,14 +15,13 @@ from requests_tanium_session import LoginError
 
 
 def test_my_report(tanium_server, tanium_auth):
-    s = requests.Session()
-    s.auth = tanium_auth
-    assert s.get(tanium_server.url + "/api/v2/sensors").status_code == 200
-    assert tanium_server.count("/auth") == 0
-    tanium_server.revoke(tanium_auth.session_id.token)
-    with pytest.raises(LoginError):
-        s.get(tanium_server.url + "/api/v2/sensors")
-    s.close()
+    with requests.Session() as s:
+        s.auth = tanium_auth
+        assert s.get(tanium_server.url + "/api/v2/sensors").status_code == 200
+        assert tanium_server.count("/auth") == 0
+        tanium_server.revoke(tanium_auth.session_id.token)
+        with pytest.raises(LoginError):
+            s.get(tanium_server.url + "/api/v2/sensors")
 
 
 def test_fresh_server_per_test(tanium_server):
@@ -36,9 +35,9 @@ def test_tls_variant(tanium_server_tls):
 
 
 def test_readme_example(tanium_server, tanium_auth):
-    s = requests.Session()
-    s.auth = tanium_auth
-    assert s.get(tanium_server.url + "/api/v2/sensors").status_code == 200
+    with requests.Session() as s:
+        s.auth = tanium_auth
+        assert s.get(tanium_server.url + "/api/v2/sensors").status_code == 200
     assert tanium_server.count("/auth") == 0  # a fresh session needs no check
     tanium_server.clock.advance(301)  # idle expiry on the server's clock
     with pytest.raises(LoginError):
@@ -48,10 +47,10 @@ def test_readme_example(tanium_server, tanium_auth):
 
 def test_factory_binds_to_the_server(tanium_server, tanium_auth_factory):
     auth = tanium_auth_factory(revalidate_after=0, refresh=tanium_server.new_session)
-    s = requests.Session()
-    s.auth = auth
-    tanium_server.restart()
-    assert s.get(tanium_server.url + "/api/v2/sensors").status_code == 200
+    with requests.Session() as s:
+        s.auth = auth
+        tanium_server.restart()
+        assert s.get(tanium_server.url + "/api/v2/sensors").status_code == 200
     assert tanium_server.auth_calls["validate"] == 1
 
 
@@ -61,10 +60,10 @@ def test_tanium_session_fixture(tanium_server, tanium_session):
 
 
 def test_tls_auth_fixture(tanium_server_tls, tanium_auth_tls):
-    s = requests.Session()
-    s.auth = tanium_auth_tls
-    url = tanium_server_tls.url + "/api/v2/sensors"
-    assert s.get(url, verify=tanium_server_tls.ca_bundle).status_code == 200
+    with requests.Session() as s:
+        s.auth = tanium_auth_tls
+        url = tanium_server_tls.url + "/api/v2/sensors"
+        assert s.get(url, verify=tanium_server_tls.ca_bundle).status_code == 200
     assert tanium_auth_tls.session_id.validate()
 """
 
