@@ -23,6 +23,7 @@ import threading
 import warnings
 import weakref
 from collections.abc import Callable, Collection
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar, NamedTuple, Optional, TypedDict, TypeVar
 
 from packaging.specifiers import SpecifierSet
@@ -118,6 +119,7 @@ class Core:
             passthrough=tuple(wire.passthrough),
         )
         self._tasks: set[asyncio.Future[Any]] = set()  # the async work this auth owns
+        self._events: Optional[ThreadPoolExecutor] = None  # on_event, off the event loop
         _CORES.add(self)
 
     def run(self, flow: Flow) -> Any:
@@ -142,7 +144,11 @@ class Core:
         try:
             return await arun(flow, self.wire.aexchange, self.aflights, self.policy.fleet)
         finally:
-            self.policy.counters.flush()
+            counters = self.policy.counters
+            if counters.pending:  # on one thread of this auth, in order: a slow webhook
+                if self._events is None:  # never stops the loop or its callers
+                    self._events = ThreadPoolExecutor(1, thread_name_prefix="tanium-events")
+                self._events.submit(counters.flush)
 
     def after_fork(self) -> None:
         """In a child process after ``fork``: one fresh lock for the state and the
@@ -153,6 +159,7 @@ class Core:
         self.policy.counters.after_fork()
         self.policy.busy_until = 0.0
         self._tasks = set()
+        self._events = None  # the parent's event thread does not exist here
         fleet = self.policy.fleet
         if fleet is not None:
             fleet.after_fork()
@@ -368,7 +375,9 @@ class CoreView:
     @property
     def on_event(self) -> Optional[Callable[[AuthEvent], None]]:
         """Called with an :class:`~requests_tanium_session.AuthEvent` when the session
-        dies or is refreshed, and when the store degrades or comes back."""
+        dies or is refreshed, and when the store degrades or comes back; after the work
+        that raised it has landed: on the calling thread in sync code, in order on one
+        thread of the auth in async code (a slow callback never stops the loop)."""
         return self._core.policy.counters.on_event
 
     @on_event.setter

@@ -157,6 +157,11 @@ class Counters:
             with self._lock:
                 self._pending.append(AuthEvent(kind, self.origin, cause, generation))
 
+    @property
+    def pending(self) -> bool:
+        """Whether events wait for :meth:`flush`."""
+        return bool(self._pending)
+
     def flush(self) -> None:
         """Hand the events kept so far to ``on_event`` (on the calling thread)."""
         if not self._pending:
