@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import re
@@ -219,12 +220,21 @@ _MINE = "TaniumSessionAuth is the auth for requests"
 _Response = requests.Response
 
 
+#: Refused async responses being closed (a task must be referenced until it is done).
+_CLOSING: set[asyncio.Task[Any]] = set()
+
+
 def _refuse_async(r: Any) -> None:
     """Refuse a response of an async requests-alike (niquests ``AsyncSession``): this
     hook is synchronous, so its checks would block the event loop and its resend
     could not be awaited."""
     send = getattr(getattr(r, "connection", None), "send", None)
     if inspect.iscoroutinefunction(send):
+        close = getattr(r, "close", None)
+        if inspect.iscoroutinefunction(close):  # its connection goes back, not to the GC
+            task = asyncio.get_running_loop().create_task(close())
+            _CLOSING.add(task)
+            task.add_done_callback(_CLOSING.discard)
         raise TypeError(
             f"{_MINE} and its sync look-alikes (niquests.Session); an async session "
             f"({type(r).__module__.partition('.')[0]}.AsyncSession) would block its event "

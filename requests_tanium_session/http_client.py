@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import http.cookiejar
+import importlib.util
 import os
 import re
 import socket
@@ -105,6 +106,17 @@ def _checked_verify(verify: Any) -> Union[bool, str]:
     return verify
 
 
+#: In a forked child: the parent's private sessions, kept from being closed (see
+#: :meth:`HttpClient.after_fork`).
+_INHERITED: list[requests.Session] = []
+
+
+def _close_shuts_down() -> bool:
+    """Whether this urllib3 shuts a socket down when it closes a connection
+    (urllib3-future, which niquests installs in urllib3's place, does)."""
+    return importlib.util.find_spec("urllib3.backend") is not None
+
+
 def _private_session(retries: Union[int, Retry, None]) -> requests.Session:
     """The session ``/auth`` calls go through: small retries, no cookie jar."""
     session = requests.Session()
@@ -195,16 +207,21 @@ class HttpClient(Closing):
         self.cert = cert
         self.proxies = dict(proxies) if proxies is not None else None
         self._owns_session = session is None
+        self._retries = retries
         if session is None:
-            session = _private_session(retries)
-            # An auth dropped without close() closes its sockets when collected, as
-            # urllib3 >= 1.26.16 does for its pools (older ones leave them to the GC,
-            # which warns: ResourceWarning).
-            weakref.finalize(self, session.close)
+            session = self._private()
         elif retries is not None:
             raise ValueError("pass retries= or session=, not both: mount the retries on it")
         self.session = session
         self._send = self._per_call()
+
+    def _private(self) -> requests.Session:
+        session = _private_session(self._retries)
+        # An auth dropped without close() closes its sockets when collected, as
+        # urllib3 >= 1.26.16 does for its pools (older ones leave them to the GC,
+        # which warns: ResourceWarning).
+        self._closer = weakref.finalize(self, session.close)
+        return session
 
     def _per_call(self) -> dict[str, Any]:
         """What every call passes: per-request values win over the environment
@@ -338,8 +355,17 @@ class HttpClient(Closing):
     def after_fork(self) -> None:
         """In a child process after ``fork``: the private session's pooled connections
         are the parent's sockets too; drop them (the child opens its own)."""
-        if self._owns_session:
-            self.session.close()
+        if not self._owns_session:
+            return
+        if not _close_shuts_down():
+            self.session.close()  # closes this process's descriptors, nothing more
+            return
+        # urllib3-future shuts a connection down when it closes it, which would end
+        # the parent's connection under a call it is making: the child keeps the
+        # parent's pool, unused and never closed, and starts one of its own.
+        self._closer.detach()
+        _INHERITED.append(self.session)
+        self.session = self._private()
 
     def close(self) -> None:
         """Close the private session (a supplied session is left to its owner)."""

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 
 import niquests
 import pytest
@@ -36,3 +37,4 @@ def test_niquests_async_session_is_refused_before_any_check(server: TaniumServer
     with auth, pytest.raises(TypeError, match="AsyncSession"):
         asyncio.run(go())
     assert server.count("/auth") == 0
+    gc.collect()  # a response left open would warn here (ResourceWarning: an error)

@@ -257,8 +257,9 @@ def test_a_slow_auth_costs_a_fleet_one_login_per_death(
 
 
 #: Long beside a round (16 requests): a round that outlasted the window on a busy machine
-#: went stale mid-round and counted a validation the clocks did not cause.
-WINDOW = 1.5
+#: went stale mid-round and counted a validation the clocks did not cause (0.8 s failed
+#: under the 3.9 matrix session, 1.5 s under niquests, whose urllib3 is slower to start).
+WINDOW = 3.0
 
 
 def _fleet_rounds(server: TaniumServer, port: int, skews: list[float]) -> tuple[int, int]:
