@@ -568,6 +568,19 @@ class TaniumAuth(SyncFace, AsyncFace, TaniumAuthBase, httpx.Auth):
 
     # -- the flows --------------------------------------------------------------
 
+    def _usual(self, request: httpx.Request, response: httpx.Response) -> bool:
+        """The usual answer in one call: a 2xx to ``request`` itself, from a path that is
+        neither SOAP nor the gateway (:func:`next_step`'s CONFIRM without its other
+        cases; anything else, or another httpx, goes to :meth:`_step`)."""
+        try:
+            return bool(
+                200 <= response.status_code < 300
+                and response._request is request
+                and request.url._uri_reference.path not in self._paths
+            )
+        except AttributeError:
+            return False
+
     def _step(self, request: httpx.Request, response: httpx.Response) -> Next:
         """The answer rule for ``response`` to ``request`` (which carried the session)."""
         url = request.url
@@ -639,6 +652,9 @@ class TaniumAuth(SyncFace, AsyncFace, TaniumAuthBase, httpx.Auth):
             return
         request.headers[HEADER] = token
         response = yield request
+        if self._usual(request, response):
+            self._confirm(token)
+            return
         step = self._step(request, response)
         if step is CONFIRM:
             self._confirm(token)
@@ -686,6 +702,9 @@ class TaniumAuth(SyncFace, AsyncFace, TaniumAuthBase, httpx.Auth):
             return
         request.headers[HEADER] = token
         response = yield request
+        if self._usual(request, response):
+            self._confirm(token)
+            return
         step = self._step(request, response)
         if step is CONFIRM:
             self._confirm(token)
